@@ -1,0 +1,90 @@
+"""FastAPI dependencies: the service state, readiness, authentication and uploads."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.api.metrics import Metrics
+from service.api.state import ServiceState
+from service.api.uploads import Upload, read_image_upload
+from service.core.config import Settings
+from service.errors import AuthenticationError, NotReadyError
+
+
+def get_settings(request: Request) -> Settings:
+    """The app's settings (available before the models are loaded)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    """The app's metrics registry (available before the models are loaded)."""
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def get_state(request: Request) -> ServiceState:
+    """The loaded service, whether or not warm-up has passed.
+
+    Raises:
+        NotReadyError: The models are not loaded yet.
+    """
+    state: ServiceState | None = getattr(request.app.state, "xray", None)
+    if state is None:
+        raise NotReadyError("the models are not loaded yet", retry_after=5)
+    return state
+
+
+def get_ready_state(state: Annotated[ServiceState, Depends(get_state)]) -> ServiceState:
+    """The loaded service, only once warm-up has passed.
+
+    Raises:
+        NotReadyError: Warm-up has not passed (yet, or at all).
+    """
+    if not state.readiness.ready:
+        detail = state.readiness.error or "the models are warming up"
+        raise NotReadyError(detail, retry_after=5)
+    return state
+
+
+def _supplied_key(request: Request) -> str | None:
+    header = request.headers.get("x-api-key")
+    if header:
+        return header
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return None
+
+
+def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    """Check the API key when one is configured, in constant time.
+
+    Raises:
+        AuthenticationError: The key is missing or wrong.
+    """
+    if settings.api_key is None:
+        return
+    supplied = _supplied_key(request)
+    if supplied is None:
+        raise AuthenticationError(
+            "an API key is required: `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+        )
+    expected = settings.api_key.get_secret_value().encode("utf-8")
+    if not hmac.compare_digest(supplied.encode("utf-8"), expected):
+        raise AuthenticationError("the API key is not valid")
+
+
+async def get_upload(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Upload:
+    """The uploaded image, read with the configured byte limit."""
+    return await read_image_upload(request, settings.max_upload_bytes)
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+ReadyStateDep = Annotated[ServiceState, Depends(get_ready_state)]
+UploadDep = Annotated[Upload, Depends(get_upload)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

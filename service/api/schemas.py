@@ -1,0 +1,201 @@
+"""Response bodies of the HTTP API (and of `xray predict`), as SPEC.md defines them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.inference.ensemble import Decision
+from service.inference.predictor import Prediction, Predictor
+
+
+class ModelResult(BaseModel):
+    """One model's calibrated answer."""
+
+    probabilities: dict[str, float]
+    label: str
+    confidence: float
+
+
+class EnsembleResult(ModelResult):
+    """An ensemble's answer."""
+
+    uncertain: bool
+
+
+class CascadeResult(EnsembleResult):
+    """The confidence cascade's answer, with the model that decided (or "classic")."""
+
+    decided_by: str
+
+
+class Ensembles(BaseModel):
+    """Both ensembles."""
+
+    classic: EnsembleResult
+    confidence: CascadeResult
+
+
+class DicomIdentifiers(BaseModel):
+    """The analysed instance's UIDs (DICOM input only)."""
+
+    study_instance_uid: str | None
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+
+
+class PredictResponse(BaseModel):
+    """The body of `POST /predict`."""
+
+    request_id: str
+    classes: list[str]
+    models: dict[str, ModelResult]
+    ensembles: Ensembles
+    model_versions: dict[str, str]
+    dicom: DicomIdentifiers | None = Field(default=None, description="Present for DICOM input only.")
+
+    @classmethod
+    def from_prediction(cls, prediction: Prediction, request_id: str) -> PredictResponse:
+        """Build the response for one image."""
+        classes = list(prediction.classes)
+
+        def fields(decision: Decision) -> dict[str, Any]:
+            return {
+                "probabilities": {
+                    name: float(p) for name, p in zip(classes, decision.probabilities, strict=True)
+                },
+                "label": classes[decision.label_index],
+                "confidence": decision.confidence,
+            }
+
+        classic = prediction.ensembles["classic"]
+        cascade = prediction.ensembles["confidence"]
+        dicom = prediction.dicom
+        return cls(
+            request_id=request_id,
+            classes=classes,
+            models={name: ModelResult(**fields(decision)) for name, decision in prediction.models.items()},
+            ensembles=Ensembles(
+                classic=EnsembleResult(**fields(classic), uncertain=classic.uncertain),
+                confidence=CascadeResult(
+                    **fields(cascade), uncertain=cascade.uncertain, decided_by=cascade.decided_by or "classic"
+                ),
+            ),
+            model_versions=dict(prediction.model_versions),
+            dicom=None
+            if dicom is None
+            else DicomIdentifiers(
+                study_instance_uid=dicom.study_instance_uid,
+                series_instance_uid=dicom.series_instance_uid,
+                sop_instance_uid=dicom.sop_instance_uid,
+            ),
+        )
+
+    def to_json(self) -> str:
+        """Serialise as `/predict` does (no null `dicom` for non-DICOM input)."""
+        return self.model_dump_json(exclude_none=True)
+
+
+class InputInfo(BaseModel):
+    """A model's input contract."""
+
+    height: int
+    width: int
+    channels: int
+    layout: str
+
+
+class ModelInfo(BaseModel):
+    """One loaded model, as `GET /models` reports it."""
+
+    name: str
+    version: str
+    file: str
+    sha256: str
+    input: InputInfo
+    temperature: float
+    provider: str = Field(description="The execution provider onnxruntime actually uses.")
+    providers: list[str] = Field(description="All providers of the session, in priority order.")
+    metrics: dict[str, Any]
+
+
+class CascadeInfo(BaseModel):
+    """The cascade's settings."""
+
+    order: list[str]
+    tau: float
+
+
+class EnsembleInfo(BaseModel):
+    """Both ensembles' settings."""
+
+    classic: dict[str, str]
+    confidence: CascadeInfo
+    abstain_below: float
+
+
+class ModelsResponse(BaseModel):
+    """The body of `GET /models`."""
+
+    classes: list[str]
+    models: list[ModelInfo]
+    ensembles: EnsembleInfo
+
+    @classmethod
+    def from_predictor(cls, predictor: Predictor) -> ModelsResponse:
+        """Describe the loaded models and the ensembles."""
+        manifest = predictor.manifest
+        return cls(
+            classes=list(manifest.classes),
+            models=[
+                ModelInfo(
+                    name=model.entry.name,
+                    version=model.entry.version,
+                    file=model.entry.file,
+                    sha256=model.entry.sha256,
+                    input=InputInfo(
+                        height=model.entry.input.height,
+                        width=model.entry.input.width,
+                        channels=model.entry.input.channels,
+                        layout=model.entry.input.layout,
+                    ),
+                    temperature=model.entry.temperature,
+                    provider=model.provider,
+                    providers=model.providers,
+                    metrics=model.entry.metrics,
+                )
+                for model in predictor.models.values()
+            ],
+            ensembles=EnsembleInfo(
+                classic={"rule": "unweighted mean of all models' probabilities"},
+                confidence=CascadeInfo(
+                    order=list(manifest.ensembles.confidence.order), tau=manifest.ensembles.confidence.tau
+                ),
+                abstain_below=manifest.ensembles.abstain_below,
+            ),
+        )
+
+
+class ReadyResponse(BaseModel):
+    """The body of `GET /health/ready` when ready."""
+
+    status: str
+    models: dict[str, str] = Field(description="Model name → execution provider in use.")
+
+
+class LiveResponse(BaseModel):
+    """The body of `GET /health/live`."""
+
+    status: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document (`application/problem+json`)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None

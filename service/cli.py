@@ -1,0 +1,134 @@
+"""The `xray` command line.
+
+`serve` and `predict` need only the service's dependencies; the training subcommands import
+TensorFlow lazily, so a serving install never loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from service.core.config import Settings
+from service.core.logging import configure_logging
+from service.errors import RequestError, StartupError
+from service.inference.preprocessing import SUFFIXES
+
+logger = logging.getLogger("service.cli")
+
+EXIT_STARTUP = 2
+EXIT_SOME_FAILED = 1
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    for field in ("models_dir", "host", "port", "log_level"):
+        value = getattr(args, field, None)
+        if value is not None:
+            overrides[field] = value
+    # Explicit flags win over the environment.
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.inference.predictor import load_predictor
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    try:
+        # Loaded before binding, so that a bad manifest or file ends the command with its reason.
+        predictor = load_predictor(settings)
+    except StartupError as exc:
+        logger.error("cannot start: %s", exc)
+        return EXIT_STARTUP
+    uvicorn.run(
+        create_app(settings, predictor=predictor),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # ours, set above
+        access_log=False,  # the app logs one line per request, without client data
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        server_header=False,
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from service.api.schemas import PredictResponse
+    from service.inference.predictor import load_predictor
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    try:
+        predictor = load_predictor(settings)
+    except StartupError as exc:
+        logger.error("cannot load the models: %s", exc)
+        return EXIT_STARTUP
+    status = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+            prediction = predictor.predict_bytes(
+                data, declared=SUFFIXES.get(path.suffix.lower()), max_pixels=settings.max_pixels
+            )
+        except (OSError, RequestError) as exc:
+            detail = exc.detail if isinstance(exc, RequestError) else str(exc)
+            sys.stderr.write(f"{name}: {detail}\n")
+            status = EXIT_SOME_FAILED
+            continue
+        response = PredictResponse.from_prediction(prediction, uuid.uuid4().hex)
+        # One JSON document per line, in the order of the arguments: the same body as /predict.
+        sys.stdout.write(
+            (response.model_dump_json(exclude_none=True, indent=2) if args.pretty else response.to_json())
+            + "\n"
+        )
+        sys.stdout.flush()
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `xray`."""
+    parser = argparse.ArgumentParser(
+        prog="xray", description="Chest X-ray triage: serve, predict. Not for clinical use."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--models-dir", type=Path, help="folder with manifest.json (XRAY_MODELS_DIR)")
+        sub.add_argument(
+            "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(XRAY_LOG_LEVEL)"
+        )
+
+    serve = commands.add_parser("serve", help="run the HTTP service on the models")
+    common(serve)
+    serve.add_argument("--host", help="address to bind (XRAY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (XRAY_PORT, default 8000)")
+    serve.set_defaults(handler=_serve)
+
+    predict = commands.add_parser(
+        "predict", help="classify files offline; prints the /predict JSON, one line per file"
+    )
+    common(predict)
+    predict.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG or DICOM files")
+    predict.add_argument("--pretty", action="store_true", help="indent the JSON")
+    predict.set_defaults(handler=_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `xray` and return its exit status."""
+    args = build_parser().parse_args(argv)
+    status: int = args.handler(args)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

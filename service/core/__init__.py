@@ -1,0 +1,1 @@
+"""Runtime configuration, logging and CPU accounting."""

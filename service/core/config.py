@@ -1,0 +1,96 @@
+"""Service settings, read from the environment with the `XRAY_` prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Execution providers understood by `XRAY_PROVIDERS`, short name → onnxruntime name.
+PROVIDER_ALIASES: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def default_models_dir() -> Path:
+    """Return the repository's `models/` folder, or `./models` outside a source checkout."""
+    repo_models = Path(__file__).resolve().parents[2] / "models"
+    return repo_models if repo_models.is_dir() else Path("models").resolve()
+
+
+def _split_csv(value: object) -> object:
+    """Accept `a,b` from the environment as well as a list from Python."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything that configures the service.
+
+    Every field can be set as an environment variable, for example `XRAY_MAX_UPLOAD_BYTES=1000000`
+    or `XRAY_PROVIDERS=cuda,cpu`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="XRAY_", extra="ignore", frozen=True)
+
+    models_dir: Path = Field(default_factory=default_models_dir)
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, every request but health and metrics needs it as "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+    )
+
+    # Limits on what a client may send.
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(
+        default=40_000_000,
+        gt=0,
+        description="Largest width x height accepted, checked from the header before decoding.",
+    )
+
+    # Runtime.
+    providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
+    strict_providers: bool = Field(
+        default=False,
+        description="Refuse to start when a requested provider is unavailable instead of "
+        "falling back to the next one (the fallback is always logged and reported).",
+    )
+    intra_op_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads per onnxruntime session; default: the CPU quota of the container.",
+    )
+    inference_workers: int = Field(default=1, ge=1, le=64)
+    max_queue: int = Field(
+        default=32,
+        ge=1,
+        description="Requests admitted to decoding and inference at once; more get 503.",
+    )
+
+    # HTTP.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    graceful_shutdown_seconds: int = Field(default=30, ge=0)
+
+    @field_validator("providers", "cors_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        known = set(PROVIDER_ALIASES) | set(PROVIDER_ALIASES.values())
+        unknown = [item for item in value if item not in known]
+        if unknown:
+            raise ValueError(f"unknown provider(s) {unknown}; use any of {sorted(PROVIDER_ALIASES)}")
+        if not value:
+            raise ValueError("at least one provider is needed")
+        return value

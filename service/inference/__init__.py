@@ -1,0 +1,1 @@
+"""Model loading, preprocessing, ensembles: everything but HTTP."""

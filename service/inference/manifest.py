@@ -1,0 +1,212 @@
+"""`models/manifest.json`: the single source of truth for labels, input contract and ensembles.
+
+The manifest is read and validated once at start-up. Anything wrong with it, or with the files it
+names, raises a `StartupError` whose message names the file and the problem, so an operator can
+fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from service.errors import ChecksumMismatchError, ManifestError, ModelFileError
+
+MANIFEST_NAME = "manifest.json"
+_HASH_CHUNK = 1 << 20
+
+
+class _Strict(BaseModel):
+    # Unknown keys are refused: a typo in a threshold's name must not silently fall back to a
+    # default on a medical triage service.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """What the model's input tensor expects.
+
+    The service feeds `dtype` values in `value_range` (the grayscale image's 0..255 intensities);
+    any further normalisation is inside the exported graph.
+    """
+
+    name: str = "image"
+    height: int = Field(gt=0, le=4096)
+    width: int = Field(gt=0, le=4096)
+    channels: Literal[1, 3]
+    dtype: Literal["float32"] = "float32"
+    value_range: tuple[float, float] = (0.0, 255.0)
+    layout: Literal["NHWC", "NCHW"] = "NHWC"
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> InputSpec:
+        low, high = self.value_range
+        if not low < high:
+            raise ValueError(f"value_range must be increasing, got {self.value_range}")
+        return self
+
+
+class OutputSpec(_Strict):
+    """Names of the graph's outputs.
+
+    Attributes:
+        logits: Pre-softmax class scores, shape [batch, classes]; the service applies the
+            temperature and the softmax itself so that calibration lives in the manifest.
+        probabilities: The graph's own softmax output, kept for clients of the raw model.
+    """
+
+    logits: str
+    probabilities: str | None = None
+
+
+class ModelEntry(_Strict):
+    """One exported network."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    version: str = Field(min_length=1)
+    file: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    input: InputSpec
+    outputs: OutputSpec
+    temperature: float = Field(default=1.0, gt=0.0)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    framework: dict[str, str] = Field(default_factory=dict)
+    created: datetime | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise ValueError(f"file must be a relative path inside the models folder, got {value!r}")
+        return value
+
+
+class ConfidenceEnsembleSpec(_Strict):
+    """The cascade: models asked in `order`; the first whose top probability >= `tau` decides."""
+
+    order: list[str] = Field(min_length=1)
+    tau: float = Field(default=0.90, gt=0.0, le=1.0)
+
+
+class EnsembleSpec(_Strict):
+    """Settings shared by both ensembles."""
+
+    confidence: ConfidenceEnsembleSpec
+    abstain_below: float = Field(
+        ge=0.0, le=1.0, description="An ensemble whose top probability is below this is `uncertain`."
+    )
+
+
+class Manifest(_Strict):
+    """The whole `manifest.json`."""
+
+    schema_version: Literal[1] = 1
+    classes: list[str] = Field(min_length=2)
+    models: list[ModelEntry] = Field(min_length=1)
+    ensembles: EnsembleSpec
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes must be unique, got {self.classes}")
+        names = [model.name for model in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        unknown = [name for name in self.ensembles.confidence.order if name not in names]
+        if unknown:
+            raise ValueError(f"ensembles.confidence.order names unknown model(s) {unknown}")
+        if len(set(self.ensembles.confidence.order)) != len(self.ensembles.confidence.order):
+            raise ValueError("ensembles.confidence.order names a model twice")
+        return self
+
+    def model(self, name: str) -> ModelEntry:
+        """Return the entry called `name`.
+
+        Raises:
+            KeyError: No model has that name.
+        """
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+
+def load_manifest(models_dir: Path) -> Manifest:
+    """Read and validate `models_dir/manifest.json`.
+
+    Args:
+        models_dir: The folder holding the manifest and the files it names.
+
+    Returns:
+        The validated manifest.
+
+    Raises:
+        ManifestError: The file is missing, is not JSON, or does not follow the contract.
+    """
+    path = models_dir / MANIFEST_NAME
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(
+            f"no model manifest at {path}: set XRAY_MODELS_DIR to a folder exported by `xray export`"
+        ) from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc}") from exc
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+    try:
+        return Manifest.model_validate(document)
+    except ValidationError as exc:
+        raise ManifestError(f"{path} does not follow the manifest contract:\n{exc}") from exc
+
+
+def file_sha256(path: Path) -> str:
+    """Return the hex sha256 of a file, read in chunks so large models need little memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_model_files(manifest: Manifest, models_dir: Path) -> dict[str, Path]:
+    """Check that every model file exists and matches its recorded sha256.
+
+    Args:
+        manifest: The validated manifest.
+        models_dir: The folder the manifest's `file` entries are relative to.
+
+    Returns:
+        Model name → absolute path of its verified file.
+
+    Raises:
+        ModelFileError: A file is missing or unreadable.
+        ChecksumMismatchError: A file's content differs from the manifest's sha256.
+    """
+    paths: dict[str, Path] = {}
+    for entry in manifest.models:
+        path = (models_dir / entry.file).resolve()
+        try:
+            actual = file_sha256(path)
+        except FileNotFoundError:
+            raise ModelFileError(
+                f"model {entry.name!r}: file {entry.file} is missing in {models_dir}"
+            ) from None
+        except OSError as exc:
+            raise ModelFileError(f"model {entry.name!r}: cannot read {entry.file}: {exc}") from exc
+        if actual != entry.sha256:
+            raise ChecksumMismatchError(
+                f"model {entry.name!r}: {entry.file} has sha256 {actual}, the manifest records "
+                f"{entry.sha256}; the file is corrupt or does not belong to this manifest"
+            )
+        paths[entry.name] = path
+    return paths

@@ -1,0 +1,192 @@
+"""From decoded images to per-model and ensemble decisions.
+
+`load_predictor` is the whole start-up path (manifest → checksums → sessions), shared by the
+HTTP service and the offline `xray predict`, so both answer identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from service.core.config import Settings
+from service.core.cpu import available_cpus
+from service.errors import ModelLoadError, ProviderUnavailableError
+from service.inference.ensemble import (
+    CLASSIC,
+    CONFIDENCE,
+    Decision,
+    calibrated_softmax,
+    classic,
+    confidence_cascade,
+    decide,
+)
+from service.inference.manifest import Manifest, load_manifest, verify_model_files
+from service.inference.preprocessing import DecodedImage, DicomReference, ImageFormat, decode_image
+from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Everything `/predict` answers for one image.
+
+    Attributes:
+        classes: Class names, in the manifest's order.
+        models: Model name → its calibrated decision.
+        ensembles: "classic" and "confidence" → their decisions.
+        model_versions: Model name → version.
+        dicom: The instance's UIDs, for DICOM input.
+        timings: Model name → seconds its session ran for the batch this image was in.
+    """
+
+    classes: tuple[str, ...]
+    models: dict[str, Decision]
+    ensembles: dict[str, Decision]
+    model_versions: dict[str, str]
+    dicom: DicomReference | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Predictor:
+    """The loaded models and the ensemble settings of one manifest."""
+
+    def __init__(self, manifest: Manifest, models: Mapping[str, OnnxModel]) -> None:
+        """Combine a manifest with one loaded session per model entry."""
+        missing = [entry.name for entry in manifest.models if entry.name not in models]
+        if missing:
+            raise ValueError(f"no session for model(s) {missing}")
+        self.manifest = manifest
+        self.models = {entry.name: models[entry.name] for entry in manifest.models}
+        self.classes = tuple(manifest.classes)
+        self.versions = {entry.name: entry.version for entry in manifest.models}
+
+    def predict(self, images: Sequence[DecodedImage]) -> list[Prediction]:
+        """Run every model on a batch of decoded images and combine the answers.
+
+        Args:
+            images: One or more decoded images, at any size.
+
+        Returns:
+            One prediction per image, in order.
+        """
+        if not images:
+            return []
+        pixels = [image.pixels for image in images]
+        probabilities: dict[str, np.ndarray] = {}
+        timings: dict[str, float] = {}
+        for name, model in self.models.items():
+            started = time.perf_counter()
+            logits = model.run(model.prepare(pixels))
+            timings[name] = time.perf_counter() - started
+            if logits.shape != (len(images), len(self.classes)):
+                raise ModelLoadError(
+                    f"model {name!r} returned logits of shape {logits.shape}, expected "
+                    f"({len(images)}, {len(self.classes)})"
+                )
+            probabilities[name] = calibrated_softmax(logits, model.entry.temperature)
+        spec = self.manifest.ensembles
+        results = []
+        for row, image in enumerate(images):
+            per_model = {name: probs[row] for name, probs in probabilities.items()}
+            results.append(
+                Prediction(
+                    classes=self.classes,
+                    models={name: decide(probs) for name, probs in per_model.items()},
+                    ensembles={
+                        CLASSIC: classic(per_model, abstain_below=spec.abstain_below),
+                        CONFIDENCE: confidence_cascade(
+                            per_model,
+                            order=spec.confidence.order,
+                            tau=spec.confidence.tau,
+                            abstain_below=spec.abstain_below,
+                        ),
+                    },
+                    model_versions=dict(self.versions),
+                    dicom=image.dicom,
+                    timings=dict(timings),
+                )
+            )
+        return results
+
+    def predict_bytes(self, data: bytes, *, declared: ImageFormat | None, max_pixels: int) -> Prediction:
+        """Decode one upload and predict it (the offline and single-request path)."""
+        image = decode_image(data, declared=declared, max_pixels=max_pixels)
+        (prediction,) = self.predict([image])
+        return prediction
+
+    def warm_up(self) -> None:
+        """Run each model once on a blank image, so the first request pays no lazy start-up.
+
+        Raises:
+            ModelLoadError: A model returns a wrong shape or non-finite values.
+        """
+        for name, model in self.models.items():
+            spec = model.entry.input
+            blank = np.zeros((spec.height, spec.width), dtype=np.uint8)
+            started = time.perf_counter()
+            logits = model.run(model.prepare([blank]))
+            if logits.shape != (1, len(self.classes)) or not np.all(np.isfinite(logits)):
+                raise ModelLoadError(
+                    f"model {name!r} failed warm-up: logits of shape {logits.shape}, finite="
+                    f"{bool(np.all(np.isfinite(logits)))}, expected (1, {len(self.classes)}) finite values"
+                )
+            logger.info("warm-up of %s on %s took %.3fs", name, model.provider, time.perf_counter() - started)
+
+
+def session_threads(settings: Settings) -> ThreadConfig:
+    """Threads per session: the CPU quota shared among the inference workers."""
+    if settings.intra_op_threads is not None:
+        return ThreadConfig(intra_op=settings.intra_op_threads)
+    return ThreadConfig(intra_op=max(1, available_cpus() // settings.inference_workers))
+
+
+def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predictor:
+    """Read the manifest, verify every file's sha256, and open one session per model.
+
+    Args:
+        settings: Providers, threads and the models folder.
+        models_dir: Overrides `settings.models_dir`.
+
+    Raises:
+        StartupError: Any problem with the manifest, the files, the providers or the graphs; the
+            message names the file and the problem.
+    """
+    folder = models_dir or settings.models_dir
+    manifest = load_manifest(folder)
+    paths = verify_model_files(manifest, folder)
+    choice = resolve_providers(settings.providers, available_providers(), strict=settings.strict_providers)
+    if choice.missing:
+        logger.warning(
+            "execution provider(s) %s requested but unavailable in this onnxruntime build; using %s",
+            choice.missing,
+            choice.providers,
+        )
+    threads = session_threads(settings)
+    models = {
+        entry.name: OnnxModel(entry, paths[entry.name], choice.providers, threads)
+        for entry in manifest.models
+    }
+    for model in models.values():
+        if model.provider != choice.providers[0]:
+            if settings.strict_providers:
+                raise ProviderUnavailableError(
+                    f"model {model.name!r} fell back to {model.provider} although {choice.providers[0]} "
+                    "was requested with strict providers (are the CUDA/cuDNN libraries installed?)"
+                )
+            logger.warning(
+                "model %s runs on %s, not on the first requested provider %s (onnxruntime fell back)",
+                model.name,
+                model.provider,
+                choice.providers[0],
+            )
+    logger.info(
+        "loaded %d model(s) from %s with %d intra-op thread(s) each", len(models), folder, threads.intra_op
+    )
+    return Predictor(manifest, models)

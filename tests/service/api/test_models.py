@@ -1,0 +1,26 @@
+"""GET /models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.factories import sha256
+
+
+def test_models_lists_versions_checksums_inputs_and_providers(client: TestClient, models_dir: Path) -> None:
+    body = client.get("/models").json()
+    assert body["classes"] == ["normal", "pneumonia", "tuberculosis"]
+    names = [model["name"] for model in body["models"]]
+    assert names == ["scratch", "inception_resnet_v2", "efficientnet_v2_b2"]
+    for model in body["models"]:
+        assert model["sha256"] == sha256(models_dir / model["file"])
+        assert model["provider"] == "CPUExecutionProvider"
+        assert model["input"] == {"height": 32, "width": 32, "channels": 1, "layout": "NHWC"}
+        assert model["version"] == "1.0.0-test"
+    assert body["ensembles"]["confidence"] == {
+        "order": ["efficientnet_v2_b2", "inception_resnet_v2"],
+        "tau": 0.9,
+    }
+    assert body["ensembles"]["abstain_below"] == 0.5

@@ -1,0 +1,255 @@
+"""POST /predict: the answer on every accepted input, and every error status of SPEC.md."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.inference.session import OnnxModel
+from tests.factories import dicom_bytes, gradient, jpeg_bytes, png_bytes
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response, status: int, slug: str) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"] == f"urn:xray-triage:problem:{slug}"
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+class TestAnswer:
+    def test_raw_png_gets_every_model_and_both_ensembles(self, client: TestClient) -> None:
+        response = client.post(
+            "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["classes"] == ["normal", "pneumonia", "tuberculosis"]
+        assert set(body["models"]) == {"scratch", "inception_resnet_v2", "efficientnet_v2_b2"}
+        scratch = body["models"]["scratch"]
+        assert scratch["label"] == "tuberculosis"
+        assert scratch["confidence"] == pytest.approx(0.7, abs=1e-6)
+        assert scratch["probabilities"] == pytest.approx(
+            {"normal": 0.1, "pneumonia": 0.2, "tuberculosis": 0.7}, abs=1e-6
+        )
+        classic = body["ensembles"]["classic"]
+        assert classic["probabilities"] == pytest.approx(
+            {"normal": 0.3, "pneumonia": 1 / 3, "tuberculosis": 11 / 30}, abs=1e-6
+        )
+        assert classic["label"] == "tuberculosis"
+        assert classic["uncertain"] is True
+        cascade = body["ensembles"]["confidence"]
+        assert cascade["decided_by"] == "classic"
+        assert cascade["uncertain"] is True
+        assert body["model_versions"] == {name: "1.0.0-test" for name in body["models"]}
+        assert "dicom" not in body
+        assert body["request_id"] == response.headers["x-request-id"]
+
+    @pytest.mark.parametrize(
+        "image",
+        [
+            png_bytes(gradient()),
+            png_bytes(np.stack([gradient()] * 3, axis=-1)),
+            png_bytes(
+                np.concatenate([np.stack([gradient()] * 3, -1), np.full((48, 40, 1), 200, np.uint8)], -1)
+            ),
+            jpeg_bytes(gradient()),
+        ],
+        ids=["gray-png", "rgb-png", "rgba-png", "jpeg"],
+    )
+    def test_multipart_upload(self, client: TestClient, image: bytes) -> None:
+        response = client.post("/predict", files={"file": ("xray", image, "application/octet-stream")})
+        assert response.status_code == 200, response.text
+        assert response.json()["ensembles"]["classic"]["label"] == "tuberculosis"
+
+    def test_16bit_png(self, client: TestClient) -> None:
+        buffer = io.BytesIO()
+        Image.fromarray(gradient().astype(np.uint16) * 257).save(buffer, format="PNG")
+        response = client.post("/predict", content=buffer.getvalue(), headers={"Content-Type": "image/png"})
+        assert response.status_code == 200
+
+    def test_dicom_answer_carries_only_its_uids(self, client: TestClient) -> None:
+        data = dicom_bytes(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+        response = client.post("/predict", content=data, headers={"Content-Type": "application/dicom"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body["dicom"]) == {"study_instance_uid", "series_instance_uid", "sop_instance_uid"}
+        assert "Synthetic" not in response.text
+        assert "SYNTHETIC-0001" not in response.text
+
+    def test_dicom_as_a_multipart_dcm_file(self, client: TestClient) -> None:
+        data = dicom_bytes(np.arange(32 * 32, dtype=np.uint16).reshape(32, 32), preamble=False)
+        response = client.post("/predict", files={"file": ("image.dcm", data, "application/octet-stream")})
+        assert response.status_code == 200, response.text
+        assert "dicom" in response.json()
+
+    def test_incoming_request_id_is_echoed_only_when_plain(self, client: TestClient) -> None:
+        headers = {"Content-Type": "image/png", "X-Request-ID": "ris-42.a_b"}
+        assert (
+            client.post("/predict", content=png_bytes(gradient()), headers=headers).json()["request_id"]
+            == "ris-42.a_b"
+        )
+        headers["X-Request-ID"] = "Doe^John 1970-01-01"
+        echoed = client.post("/predict", content=png_bytes(gradient()), headers=headers).json()["request_id"]
+        assert "Doe" not in echoed
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("content", "content_type"),
+        [
+            (b"this is not an image", "image/png"),
+            (png_bytes(gradient())[:50], "image/png"),
+            (b"\xff\xd8\xff\xe0garbage", "image/jpeg"),
+            (b"\x00" * 300, "application/dicom"),
+        ],
+        ids=["text-as-png", "truncated-png", "broken-jpeg", "zeros-as-dicom"],
+    )
+    def test_400_undecodable(self, client: TestClient, content: bytes, content_type: str) -> None:
+        assert_problem(
+            client.post("/predict", content=content, headers={"Content-Type": content_type}),
+            400,
+            "invalid-image",
+        )
+
+    def test_400_empty_body(self, client: TestClient) -> None:
+        assert_problem(
+            client.post("/predict", content=b"", headers={"Content-Type": "image/png"}), 400, "invalid-image"
+        )
+
+    def test_400_dicom_without_pixels(self, client: TestClient) -> None:
+        response = client.post(
+            "/predict", content=dicom_bytes(None), headers={"Content-Type": "application/dicom"}
+        )
+        assert_problem(response, 400, "unsupported-dicom")
+
+    def test_400_malformed_multipart(self, client: TestClient) -> None:
+        response = client.post(
+            "/predict",
+            content=b"--x\r\nnonsense",
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        assert response.status_code in (400, 422)
+        assert response.headers["content-type"].startswith(PROBLEM)
+
+    def test_413_declared_length(self, make_client: Callable[..., TestClient], models_dir: Path) -> None:
+        client = make_client(models_dir, max_upload_bytes=1000)
+        body = assert_problem(
+            client.post("/predict", content=b"\0" * 5000, headers={"Content-Type": "image/png"}),
+            413,
+            "payload-too-large",
+        )
+        assert "1000" in body["detail"]
+
+    def test_413_streamed_body_is_cut_while_reading(
+        self, make_client: Callable[..., TestClient], models_dir: Path
+    ) -> None:
+        client = make_client(models_dir, max_upload_bytes=1000)
+        sent = []
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(100):
+                sent.append(1)
+                yield b"\0" * 100
+
+        response = client.post("/predict", content=chunks(), headers={"Content-Type": "image/png"})
+        assert_problem(response, 413, "payload-too-large")
+
+    def test_413_multipart_file_over_the_limit(
+        self, make_client: Callable[..., TestClient], models_dir: Path
+    ) -> None:
+        client = make_client(models_dir, max_upload_bytes=1000)
+        response = client.post("/predict", files={"file": ("x.png", b"\0" * 5000, "image/png")})
+        assert_problem(response, 413, "payload-too-large")
+
+    def test_413_too_many_pixels(self, make_client: Callable[..., TestClient], models_dir: Path) -> None:
+        client = make_client(models_dir, max_pixels=1000)
+        response = client.post(
+            "/predict", content=png_bytes(gradient(48, 40)), headers={"Content-Type": "image/png"}
+        )
+        assert_problem(response, 413, "payload-too-large")
+
+    @pytest.mark.parametrize("content_type", ["text/plain", "image/gif", "application/octet-stream", None])
+    def test_415_unsupported_media_type(self, client: TestClient, content_type: str | None) -> None:
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = client.post("/predict", content=png_bytes(gradient()), headers=headers)
+        assert_problem(response, 415, "unsupported-media-type")
+
+    def test_415_gif_inside_multipart(self, client: TestClient) -> None:
+        buffer = io.BytesIO()
+        Image.fromarray(gradient()).save(buffer, format="GIF")
+        response = client.post("/predict", files={"file": ("x.gif", buffer.getvalue(), "image/gif")})
+        assert_problem(response, 415, "unsupported-media-type")
+
+    def test_422_multipart_without_the_file_field(self, client: TestClient) -> None:
+        response = client.post("/predict", files={"image": ("x.png", png_bytes(gradient()), "image/png")})
+        assert_problem(response, 422, "invalid-parameters")
+
+    def test_503_when_overloaded_with_retry_after(
+        self, make_client: Callable[..., TestClient], models_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        client = make_client(models_dir, max_queue=1)
+        started, release = threading.Event(), threading.Event()
+        original = OnnxModel.run
+
+        def slow_run(self: OnnxModel, batch: np.ndarray) -> np.ndarray:
+            started.set()
+            release.wait(10)
+            return original(self, batch)
+
+        monkeypatch.setattr(OnnxModel, "run", slow_run)
+        results: list[int] = []
+        busy = threading.Thread(
+            target=lambda: results.append(
+                client.post(
+                    "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+                ).status_code
+            )
+        )
+        busy.start()
+        assert started.wait(10)
+        refused = client.post(
+            "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+        )
+        release.set()
+        busy.join(10)
+        assert_problem(refused, 503, "overloaded")
+        assert int(refused.headers["retry-after"]) >= 1
+        assert results == [200]
+
+    def test_503_when_the_runtime_fails_and_the_service_stays_up(
+        self, client: TestClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        original = OnnxModel.run
+        calls = {"n": 0}
+
+        def flaky(self: OnnxModel, batch: np.ndarray) -> np.ndarray:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : simulated")
+            return original(self, batch)
+
+        monkeypatch.setattr(OnnxModel, "run", flaky)
+        failed = client.post("/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
+        body = assert_problem(failed, 503, "inference-failed")
+        assert "simulated" not in body["detail"]
+        assert failed.headers["retry-after"] == "1"
+        after = client.post("/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
+        assert after.status_code == 200
+        assert client.get("/health/ready").status_code == 200
+
+    def test_404_and_405_are_problems_too(self, client: TestClient) -> None:
+        assert_problem(client.get("/nope"), 404, "not-found")
+        assert_problem(client.get("/predict"), 405, "method-not-allowed")
