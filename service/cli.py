@@ -12,11 +12,15 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.core.config import Settings
 from service.core.logging import configure_logging
 from service.errors import RequestError, StartupError
 from service.inference.preprocessing import SUFFIXES
+
+if TYPE_CHECKING:
+    from service.inference.predictor import Predictor
 
 logger = logging.getLogger("service.cli")
 
@@ -34,20 +38,29 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.api.app import create_app
+def _load(args: argparse.Namespace) -> tuple[Settings, Predictor] | None:
+    """Settings, logging and the models; None (after logging why) when the models cannot load."""
     from service.inference.predictor import load_predictor
 
     settings = _settings(args)
     configure_logging(settings.log_level)
     try:
-        # Loaded before binding, so that a bad manifest or file ends the command with its reason.
-        predictor = load_predictor(settings)
+        return settings, load_predictor(settings)
     except StartupError as exc:
-        logger.error("cannot start: %s", exc)
+        logger.error("cannot load the models: %s", exc)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    # Loaded before binding, so that a bad manifest or file ends the command with its reason.
+    loaded = _load(args)
+    if loaded is None:
         return EXIT_STARTUP
+    settings, predictor = loaded
     uvicorn.run(
         create_app(settings, predictor=predictor),
         host=settings.host,
@@ -62,15 +75,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from service.api.schemas import PredictResponse
-    from service.inference.predictor import load_predictor
 
-    settings = _settings(args)
-    configure_logging(settings.log_level)
-    try:
-        predictor = load_predictor(settings)
-    except StartupError as exc:
-        logger.error("cannot load the models: %s", exc)
+    loaded = _load(args)
+    if loaded is None:
         return EXIT_STARTUP
+    settings, predictor = loaded
     status = 0
     for name in args.files:
         path = Path(name)

@@ -21,6 +21,7 @@ Intensity rules, chosen so that the same radiograph gives the same array whateve
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,7 +30,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import InvalidImageError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.errors import InvalidImageError, PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+
+logger = logging.getLogger(__name__)
 
 GrayImage = npt.NDArray[np.uint8]
 
@@ -211,13 +214,20 @@ def decode_image(
         UnsupportedMediaTypeError: An image container the service does not read.
     """
     image_format = resolve_format(data, declared)
-    if image_format is ImageFormat.DICOM:
-        # Imported here so that PNG/JPEG-only callers (training) do not load pydicom.
-        from service.inference.dicom import decode_dicom
+    try:
+        if image_format is ImageFormat.DICOM:
+            # Imported here so that PNG/JPEG-only callers (training) do not load pydicom.
+            from service.inference.dicom import decode_dicom
 
-        pixels, reference = decode_dicom(data, max_pixels=max_pixels)
-        return DecodedImage(pixels=pixels, format=image_format, dicom=reference)
-    return DecodedImage(pixels=_decode_raster(data, image_format, max_pixels), format=image_format)
+            pixels, reference = decode_dicom(data, max_pixels=max_pixels)
+            return DecodedImage(pixels=pixels, format=image_format, dicom=reference)
+        return DecodedImage(pixels=_decode_raster(data, image_format, max_pixels), format=image_format)
+    except (RequestError, MemoryError):
+        raise
+    except Exception as exc:
+        # The known failures are mapped where they happen; this keeps an unforeseen one a 400.
+        logger.warning("%s decoder raised %s", image_format.value, type(exc).__name__)
+        raise InvalidImageError(f"the {image_format.value.upper()} data cannot be decoded") from exc
 
 
 def resize_gray(pixels: GrayImage, height: int, width: int) -> GrayImage:

@@ -151,3 +151,14 @@ def test_preprocess_is_decode_then_resize() -> None:
     data = png_bytes(gradient(100, 80))
     expected = resize_gray(decode_image(data).pixels, 32, 24)
     np.testing.assert_array_equal(preprocess(data, 32, 24), expected)
+
+
+def test_an_unforeseen_decoder_failure_is_still_a_client_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.inference import preprocessing
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("decoder bug")
+
+    monkeypatch.setattr(preprocessing, "_decode_raster", explode)
+    with pytest.raises(InvalidImageError, match="PNG data cannot be decoded"):
+        decode_image(png_bytes(gradient()))
