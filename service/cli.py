@@ -106,7 +106,8 @@ def _predict(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `xray`."""
     parser = argparse.ArgumentParser(
-        prog="xray", description="Chest X-ray triage: serve, predict. Not for clinical use."
+        prog="xray",
+        description="Chest X-ray triage: serve, predict, train, export, evaluate. Not for clinical use.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -129,12 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG or DICOM files")
     predict.add_argument("--pretty", action="store_true", help="indent the JSON")
     predict.set_defaults(handler=_predict)
+
+    # The training subcommands (train, export, evaluate) import TensorFlow only when they run.
+    from training.cli import register
+
+    register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `xray` and return its exit status."""
     args = build_parser().parse_args(argv)
+    if args.command in {"train", "export", "evaluate"}:
+        configure_logging(args.log_level if getattr(args, "log_level", None) else "INFO")
     status: int = args.handler(args)
     return status
 

@@ -61,6 +61,18 @@ class OutputSpec(_Strict):
 
     logits: str
     probabilities: str | None = None
+    class_maps: str | None = Field(
+        default=None,
+        description="Per-class Grad-CAM maps before ReLU, shape [batch, h, w, classes]: the last "
+        "feature maps times the linear head's kernel, exact Grad-CAM for a GAP → Dense head.",
+    )
+
+
+class GradCamSpec(_Strict):
+    """Where the service finds what Grad-CAM needs."""
+
+    layer: str = Field(description="The Keras layer whose feature maps the maps are built on.")
+    output: str = Field(description="The graph output holding the per-class maps.")
 
 
 class ModelEntry(_Strict):
@@ -73,11 +85,21 @@ class ModelEntry(_Strict):
     input: InputSpec
     outputs: OutputSpec
     temperature: float = Field(default=1.0, gt=0.0)
+    gradcam: GradCamSpec | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     framework: dict[str, str] = Field(default_factory=dict)
     created: datetime | None = None
+
+    @model_validator(mode="after")
+    def _gradcam_output_declared(self) -> ModelEntry:
+        if self.gradcam is not None and self.gradcam.output != self.outputs.class_maps:
+            raise ValueError(
+                f"gradcam.output {self.gradcam.output!r} must be the declared outputs.class_maps "
+                f"({self.outputs.class_maps!r})"
+            )
+        return self
 
     @field_validator("file")
     @classmethod
@@ -102,6 +124,10 @@ class EnsembleSpec(_Strict):
     abstain_below: float = Field(
         ge=0.0, le=1.0, description="An ensemble whose top probability is below this is `uncertain`."
     )
+    selection: dict[str, Any] = Field(
+        default_factory=dict, description="How these settings were chosen (data, method, scores)."
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict, description="The ensembles' evaluation metrics.")
 
 
 class Manifest(_Strict):

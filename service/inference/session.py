@@ -161,7 +161,12 @@ class OnnxModel:
                     f"{wanted} in the manifest ({spec.layout})"
                 )
         outputs = {node.name for node in self._session.get_outputs()}
-        for declared_name in (self.entry.outputs.logits, self.entry.outputs.probabilities):
+        declared_outputs = (
+            self.entry.outputs.logits,
+            self.entry.outputs.probabilities,
+            self.entry.outputs.class_maps,
+        )
+        for declared_name in declared_outputs:
             if declared_name is not None and declared_name not in outputs:
                 raise ModelLoadError(
                     f"model {self.name!r}: the graph has no output {declared_name!r} "

@@ -1,0 +1,81 @@
+"""The three networks: one parametrised table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from training.architectures import build_model
+from training.architectures.common import WeightsError
+from training.architectures.scratch import build_vgg_baseline
+from training.flops import count_flops, count_params
+
+ARCHS = [
+    # (architecture, small input size, Grad-CAM layer, keras.applications class or None)
+    ("scratch", 64, "head_activation", None),
+    ("inception_resnet_v2", 75, "conv_7b_ac", keras.applications.InceptionResNetV2),
+    ("efficientnet_v2_b2", 64, "top_activation", keras.applications.EfficientNetV2B2),
+]
+
+
+@pytest.mark.parametrize(("arch", "size", "features", "_"), ARCHS, ids=[a[0] for a in ARCHS])
+def test_contract_input_logits_and_features(arch: str, size: int, features: str, _: object) -> None:
+    built = build_model(arch, size)
+    model = built.model
+    assert model.input_shape == (None, size, size, 1)
+    assert model.get_layer("logits").activation is keras.activations.linear
+    assert built.features_layer == features
+    assert len(model.get_layer(features).output.shape) == 4
+    logits = keras.ops.convert_to_numpy(model(np.zeros((2, size, size, 1), np.float32)))
+    assert logits.shape == (2, 3)
+    assert np.all(np.isfinite(logits))
+
+
+@pytest.mark.parametrize(("arch", "size", "_f", "_c"), ARCHS, ids=[a[0] for a in ARCHS])
+def test_layer_names_are_deterministic(arch: str, size: int, _f: object, _c: object) -> None:
+    first = [layer.name for layer in build_model(arch, size).model.layers]
+    keras.layers.Dense(1)  # move Keras' global name counter on
+    second = [layer.name for layer in build_model(arch, size).model.layers]
+    assert first == second
+
+
+@pytest.mark.parametrize(("arch", "size", "_", "application"), ARCHS[1:], ids=[a[0] for a in ARCHS[1:]])
+def test_local_weights_file_is_loaded(tmp_path: Path, arch: str, size: int, _: object, application) -> None:  # type: ignore[no-untyped-def]
+    reference = application(include_top=False, weights=None, input_shape=(size, size, 3))
+    for variable in reference.weights:
+        variable.assign(np.random.default_rng(0).normal(0, 0.05, variable.shape).astype("float32"))
+    path = tmp_path / f"{arch}_notop.weights.h5"
+    reference.save_weights(path)
+    built = build_model(arch, size, weights=str(path))
+    expected = reference.get_weights()
+    loaded = built.model.get_weights()[: len(expected)]
+    assert all(np.array_equal(a, b) for a, b in zip(expected, loaded, strict=True))
+    assert set(built.backbone_layers) >= {layer.name for layer in reference.layers[1:]}
+
+
+def test_missing_weights_file_is_a_clear_error() -> None:
+    with pytest.raises(WeightsError, match="does not exist"):
+        build_model("efficientnet_v2_b2", 64, weights="/nonexistent/weights.h5")
+
+
+def test_scratch_refuses_pretrained_weights() -> None:
+    with pytest.raises(ValueError, match="from scratch"):
+        build_model("scratch", 64, weights="imagenet")
+
+
+def test_scratch_costs_a_fraction_of_a_vgg_stack_at_400() -> None:
+    scratch = build_model("scratch", 400).model
+    vgg = build_vgg_baseline(400)
+    assert count_params(scratch) == pytest.approx(1.06e6, rel=0.01)
+    assert count_flops(scratch) == pytest.approx(1.31e9, rel=0.01)
+    assert count_flops(vgg) / count_flops(scratch) > 13
+    assert count_params(vgg) > 2 * count_params(scratch)
+
+
+def test_flop_counter_matches_published_figures() -> None:
+    # EfficientNetV2B2 at 260: 1.7 G multiply-adds (Tan & Le 2021, table 7 of the Keras docs).
+    flops = count_flops(build_model("efficientnet_v2_b2", 260).model)
+    assert flops / 2 == pytest.approx(1.7e9, rel=0.03)

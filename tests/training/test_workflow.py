@@ -1,0 +1,109 @@
+"""End to end on a tiny configuration: train → export → calibrate → evaluate → the service answers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.api.app import create_app
+from service.cli import main
+from service.core.config import Settings
+from service.inference.manifest import load_manifest, verify_model_files
+from tests.conftest import wait_ready
+from tests.factories import png_bytes
+from tests.training.conftest import TINY_SIZES, synthetic_image
+
+pytestmark = pytest.mark.slow
+
+
+def test_manifest_has_three_verified_models_with_calibration_and_records(trained: dict[str, Path]) -> None:
+    models = trained["models"]
+    manifest = load_manifest(models)
+    verify_model_files(manifest, models)
+    assert [m.name for m in manifest.models] == ["scratch", "inception_resnet_v2", "efficientnet_v2_b2"]
+    for entry in manifest.models:
+        assert entry.version == "0.0.1-test"
+        assert entry.input.height == TINY_SIZES[entry.name]
+        assert entry.input.channels == 1
+        assert entry.gradcam is not None
+        assert entry.outputs.class_maps == "class_maps"
+        assert 0.05 <= entry.temperature <= 20
+        validation = entry.metrics["validation"]
+        assert validation["nll_calibrated"] <= validation["nll_uncalibrated"] + 1e-9
+        assert entry.metrics["export_parity"]["probabilities_max_abs_diff"] <= 1e-4
+        assert set(entry.metrics["test"]) == {"pooled", "site-a", "site-b"}
+        assert entry.training["config"]["arch"] == entry.name
+        assert entry.training["epochs_run"] == 1
+        assert entry.data["splits"]["test"]["all"]
+        assert entry.framework["tf2onnx"]
+    ensembles = manifest.ensembles
+    assert len(ensembles.confidence.order) == 2
+    assert "validation" in ensembles.selection["data"]
+    assert set(ensembles.metrics["test"]) == {"classic", "confidence"}
+
+
+def test_split_is_by_patient_and_recorded(trained: dict[str, Path]) -> None:
+    split = json.loads((trained["runs"] / "split.json").read_text())
+    groups = {name: {row["group"] for row in rows} for name, rows in split.items()}
+    assert not groups["train"] & groups["val"]
+    assert not groups["train"] & groups["test"]
+    assert not groups["val"] & groups["test"]
+
+
+def test_report_and_plots_are_written(trained: dict[str, Path]) -> None:
+    report = trained["runs"] / "report"
+    text = (report / "report.md").read_text()
+    assert "Not for clinical use" in text
+    for scope in ("pooled", "site-a", "site-b"):
+        assert f"## {scope}" in text
+        for kind in ("confusion", "roc", "reliability"):
+            plot = report / f"{kind}-{scope}.png"
+            assert plot.stat().st_size > 1000
+            assert plot.read_bytes().startswith(b"\x89PNG")
+            assert f"({kind}-{scope}.png)" in text
+    metrics = json.loads((report / "report.json").read_text())["metrics"]
+    for name in ("scratch", "inception_resnet_v2", "efficientnet_v2_b2", "classic", "confidence"):
+        assert {"accuracy", "macro_f1", "ece", "confusion_matrix", "per_class"} <= set(
+            metrics["pooled"][name]
+        )
+
+
+def test_runs_keep_checkpoints_and_logs(trained: dict[str, Path]) -> None:
+    for arch in TINY_SIZES:
+        run = trained["runs"] / arch
+        assert (run / "best.keras").is_file()
+        assert (run / "last.keras").is_file()
+        with (run / "history.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 1
+        assert "val_macro_f1" in rows[0]
+        assert json.loads((run / "summary.json").read_text())["train_images_per_second"] > 0
+
+
+def test_the_service_loads_the_result_and_predicts(trained: dict[str, Path]) -> None:
+    with TestClient(create_app(Settings(models_dir=trained["models"]))) as client:
+        wait_ready(client)
+        response = client.post(
+            "/predict", content=png_bytes(synthetic_image(2, seed=999)), headers={"Content-Type": "image/png"}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert set(body["models"]) == set(TINY_SIZES)
+        assert body["model_versions"] == dict.fromkeys(TINY_SIZES, "0.0.1-test")
+        assert body["ensembles"]["confidence"]["decided_by"] in {*TINY_SIZES, "classic"}
+
+
+def test_resume_continues_from_the_last_epoch(trained: dict[str, Path], tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    common = ["train", "--data", str(trained["data"]), "--runs", str(runs), "--arch", "scratch",
+              "--image-size", "32", "--batch-size", "8", "--no-export"]  # fmt: skip
+    assert main([*common, "--epochs", "1"]) == 0
+    assert main([*common, "--epochs", "2", "--resume"]) == 0
+    with (runs / "scratch" / "history.csv").open() as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [0, 1]
+    assert json.loads((runs / "scratch" / "state.json").read_text())["epoch"] == 1

@@ -1,0 +1,133 @@
+"""Choices made on validation data: temperatures, the cascade's order and tau, abstention.
+
+Nothing here looks at the test split.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from service.inference.ensemble import calibrated_softmax, classic, confidence_cascade
+
+_LOG_T_RANGE = (math.log(0.05), math.log(20.0))
+
+
+def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean NLL of softmax(logits / T)."""
+    probabilities = calibrated_softmax(logits, temperature)
+    picked = probabilities[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, iterations: int = 80) -> float:
+    """The temperature minimising validation NLL (Guo et al. 2017), by golden-section search on log T.
+
+    The NLL is convex in 1/T, hence unimodal in log T, so the search finds the optimum.
+    """
+    low, high = _LOG_T_RANGE
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa = negative_log_likelihood(logits, labels, math.exp(a))
+    fb = negative_log_likelihood(logits, labels, math.exp(b))
+    for _ in range(iterations):
+        if fa < fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = negative_log_likelihood(logits, labels, math.exp(a))
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = negative_log_likelihood(logits, labels, math.exp(b))
+    return float(math.exp((low + high) / 2))
+
+
+@dataclass(frozen=True)
+class EnsembleChoice:
+    """The ensemble settings chosen on validation data, and the evidence."""
+
+    order: list[str]
+    tau: float
+    abstain_below: float
+    cascade_val_macro_f1: float
+    abstain_val_coverage: float
+    abstain_val_accuracy: float
+
+
+def _cascade_labels(per_model: Mapping[str, np.ndarray], order: Sequence[str], tau: float) -> np.ndarray:
+    count = len(next(iter(per_model.values())))
+    return np.asarray(
+        [
+            confidence_cascade(
+                {name: probs[i] for name, probs in per_model.items()}, order=order, tau=tau, abstain_below=0.0
+            ).label_index
+            for i in range(count)
+        ]
+    )
+
+
+def choose_cascade(
+    per_model: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    taus: Sequence[float] = (0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99),
+    length: int = 2,
+) -> tuple[list[str], float, float]:
+    """The cascade order (`length` models) and tau with the best validation macro-F1.
+
+    Ties go to the higher tau (a stricter cascade) and then to the order listed first.
+
+    Returns:
+        (order, tau, validation macro-F1).
+    """
+    names = list(per_model)
+    best: tuple[float, float, list[str]] | None = None
+    for order in itertools.permutations(names, min(length, len(names))):
+        for tau in taus:
+            score = float(f1_score(labels, _cascade_labels(per_model, order, tau), average="macro"))
+            key = (round(score, 12), tau)
+            if best is None or key > (round(best[0], 12), best[1]):
+                best = (score, tau, list(order))
+    assert best is not None
+    return best[2], best[1], best[0]
+
+
+def choose_abstain_threshold(
+    per_model: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    *,
+    target_accuracy: float = 0.95,
+    max_abstain: float = 0.25,
+) -> tuple[float, float, float]:
+    """The lowest `abstain_below` whose accepted cases reach `target_accuracy` on validation.
+
+    Uses the classic ensemble's confidence. If the target cannot be met while abstaining on at
+    most `max_abstain` of the cases, the threshold that abstains on exactly that share is used.
+
+    Returns:
+        (threshold, coverage = share of cases kept, accuracy on the kept cases).
+    """
+    count = len(labels)
+    decisions = [
+        classic({name: probs[i] for name, probs in per_model.items()}, abstain_below=0.0)
+        for i in range(count)
+    ]
+    confidence = np.asarray([d.confidence for d in decisions])
+    correct = np.asarray([d.label_index for d in decisions]) == labels
+    order = np.argsort(-confidence, kind="stable")
+    kept_correct = np.cumsum(correct[order])
+    kept = np.arange(1, count + 1)
+    accuracy = kept_correct / kept
+    min_kept = math.ceil((1 - max_abstain) * count)
+    # A threshold keeps every case at or above it, so cuts can only fall where confidence drops.
+    cuts = [k for k in range(1, count + 1) if k == count or confidence[order[k - 1]] > confidence[order[k]]]
+    eligible = [k for k in cuts if k >= min_kept and accuracy[k - 1] >= target_accuracy]
+    k = max(eligible) if eligible else min(k for k in cuts if k >= min_kept)
+    threshold = float(confidence[order[k - 1]]) if k < count else 0.0
+    kept_mask = confidence >= threshold
+    return threshold, float(kept_mask.mean()), float(correct[kept_mask].mean())

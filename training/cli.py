@@ -1,0 +1,165 @@
+"""`xray train`, `xray export` and `xray evaluate`.
+
+This module imports no TensorFlow: the `xray` entry point registers these subcommands on every
+install, and their handlers import the training stack only when run, with a clear message when
+the `training` extra is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from training.config import ARCHITECTURES, SplitConfig, TrainConfig
+
+logger = logging.getLogger("training.cli")
+
+_MISSING = "the training commands need the `training` extra: pip install -e '.[training]'"
+
+
+def _require_training_stack() -> None:
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(f"{_MISSING} ({exc})") from exc
+
+
+def _configs(args: argparse.Namespace) -> list[TrainConfig]:
+    recipes: dict[str, dict[str, Any]] = {}
+    if args.config:
+        recipes = json.loads(Path(args.config).read_text())
+    flags = {
+        key: value
+        for key, value in {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "image_size": args.image_size,
+            "learning_rate": args.learning_rate,
+            "weights": args.weights,
+            "seed": args.seed,
+            "steps_per_epoch": args.steps_per_epoch,
+            "patience": args.patience,
+            "mixed_precision": True if args.mixed_precision else None,
+        }.items()
+        if value is not None
+    }
+    # Recipe file first, command-line flags on top.
+    return [
+        TrainConfig(arch=arch, **{**recipes.get(arch, {}), **flags}) for arch in args.arch or ARCHITECTURES
+    ]
+
+
+def _split_config(args: argparse.Namespace) -> SplitConfig:
+    return SplitConfig(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.split_seed)
+
+
+def _train(args: argparse.Namespace) -> int:
+    _require_training_stack()
+    from training.train import train
+    from training.workflow import choose_ensembles, evaluate_models, export_and_calibrate, prepare_split
+
+    configs = _configs(args)
+    split = prepare_split(args.data, args.runs, _split_config(args))
+    cache = args.cache or args.runs / "cache"
+    for config in configs:
+        run_dir = args.runs / config.arch
+        result = train(config, split.train, split.val, run_dir, cache, resume=args.resume)
+        logger.info(
+            "%s: best validation macro-F1 %.4f after %d epoch(s), %.1f images/s",
+            config.arch,
+            result.best_val_macro_f1,
+            result.epochs_run,
+            result.images_per_second,
+        )
+        if not args.no_export:
+            export_and_calibrate(run_dir, args.models_dir, split, cache, version=args.version)
+    if not args.no_export and not args.no_evaluate:
+        choose_ensembles(args.models_dir, split.val)
+        evaluate_models(args.models_dir, split.test, args.runs / "report")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _require_training_stack()
+    from training.workflow import export_and_calibrate, prepare_split
+
+    split = prepare_split(args.data, args.runs, _split_config(args))
+    export_and_calibrate(
+        args.run, args.models_dir, split, args.cache or args.runs / "cache", version=args.version
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _require_training_stack()
+    from training.workflow import choose_ensembles, evaluate_models, prepare_split
+
+    split = prepare_split(args.data, args.runs, _split_config(args))
+    if args.choose_ensembles:
+        choose_ensembles(args.models_dir, split.val)
+    records = split.part(args.split)
+    evaluate_models(
+        args.models_dir,
+        records,
+        args.out or args.runs / f"report-{args.split}",
+        split_name=args.split,
+        update_manifest=not args.no_update_manifest,
+    )
+    return 0
+
+
+def _common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--data", type=Path, required=True, help="folder with labels.csv, or class folders")
+    sub.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="run folder (split, checkpoints, reports)"
+    )
+    sub.add_argument(
+        "--models-dir", type=Path, default=Path("models"), help="where ONNX files and manifest go"
+    )
+    sub.add_argument("--cache", type=Path, help="decoded-image cache (default: RUNS/cache)")
+    sub.add_argument("--val-fraction", type=float, default=0.15)
+    sub.add_argument("--test-fraction", type=float, default=0.15)
+    sub.add_argument("--split-seed", type=int, default=42)
+
+
+def register(commands: Any) -> None:
+    """Add the training subcommands to the `xray` parser's subparsers."""
+    train = commands.add_parser("train", help="train, export, calibrate and evaluate the networks")
+    _common(train)
+    train.add_argument(
+        "--arch", action="append", choices=ARCHITECTURES, help="repeatable; default: all three"
+    )
+    train.add_argument("--config", help="JSON file: architecture → TrainConfig fields")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--weights", help="imagenet, a local weights file, or none")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--patience", type=int)
+    train.add_argument("--mixed-precision", action="store_true")
+    train.add_argument("--resume", action="store_true", help="continue each run from its last epoch")
+    train.add_argument("--version", help="model version written to the manifest (default: a timestamp)")
+    train.add_argument("--no-export", action="store_true", help="only train")
+    train.add_argument("--no-evaluate", action="store_true", help="skip ensemble choice and test evaluation")
+    train.set_defaults(handler=_train)
+
+    export = commands.add_parser("export", help="export a run to ONNX with its manifest entry")
+    _common(export)
+    export.add_argument("--run", type=Path, required=True, help="the run folder, e.g. runs/scratch")
+    export.add_argument("--version", help="model version (default: a timestamp)")
+    export.set_defaults(handler=_export)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate the exported models and ensembles")
+    _common(evaluate)
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument("--out", type=Path, help="report folder (default: RUNS/report-SPLIT)")
+    evaluate.add_argument("--choose-ensembles", action="store_true", help="first choose them on validation")
+    evaluate.add_argument("--no-update-manifest", action="store_true")
+    evaluate.set_defaults(handler=_evaluate)

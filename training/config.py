@@ -1,0 +1,87 @@
+"""Training configuration: every choice that shapes a model, recorded in the manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Architecture = Literal["scratch", "inception_resnet_v2", "efficientnet_v2_b2"]
+ARCHITECTURES: tuple[Architecture, ...] = ("scratch", "inception_resnet_v2", "efficientnet_v2_b2")
+CLASSES: tuple[str, ...] = ("normal", "pneumonia", "tuberculosis")
+
+#: Input sizes each network was designed for; override with `image_size`.
+DEFAULT_IMAGE_SIZE: dict[str, int] = {"scratch": 400, "inception_resnet_v2": 299, "efficientnet_v2_b2": 260}
+#: The smallest input each backbone accepts.
+MIN_IMAGE_SIZE: dict[str, int] = {"scratch": 32, "inception_resnet_v2": 75, "efficientnet_v2_b2": 32}
+
+
+class AugmentConfig(BaseModel):
+    """Augmentation suited to chest radiographs.
+
+    Small geometric changes and exposure changes only. No vertical flips (anatomy is never upside
+    down); horizontal flips are off by default because they move the heart to the right, which a
+    model could learn as normal anatomy.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rotation_degrees: float = Field(default=7.0, ge=0, le=30)
+    zoom: float = Field(default=0.10, ge=0, lt=0.5)
+    shift: float = Field(default=0.06, ge=0, lt=0.5, description="fraction of height/width")
+    brightness: float = Field(default=0.10, ge=0, lt=1)
+    contrast: float = Field(default=0.15, ge=0, lt=1)
+    horizontal_flip: bool = False
+
+
+class TrainConfig(BaseModel):
+    """One network's training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Architecture
+    image_size: int | None = Field(default=None, description="square input side; default per architecture")
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_epochs: float = Field(default=1.0, ge=0, description="linear learning-rate warm-up")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    patience: int = Field(default=6, ge=1, description="epochs without a better validation macro-F1")
+    weights: str = Field(default="none", description="`imagenet`, a local weights file, or `none`")
+    frozen_epochs: int = Field(
+        default=2, ge=0, description="epochs on a frozen backbone first, when the weights are pretrained"
+    )
+    fine_tune_learning_rate_factor: float = Field(default=0.1, gt=0, le=1)
+    class_weights: bool = True
+    mixed_precision: bool = False
+    seed: int = 42
+    steps_per_epoch: int | None = Field(default=None, ge=1, description="cap, for quick runs")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @property
+    def size(self) -> int:
+        """The input side actually used."""
+        return self.image_size or DEFAULT_IMAGE_SIZE[self.arch]
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the backbone starts from pretrained weights."""
+        return self.arch != "scratch" and self.weights.lower() != "none"
+
+
+class SplitConfig(BaseModel):
+    """How the data is split by patient group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    seed: int = 42
+
+
+def default_cache_dir() -> Path:
+    """Where decoded images are cached between runs."""
+    return Path("runs") / "cache"

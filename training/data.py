@@ -1,0 +1,181 @@
+"""Labelled radiographs: reading them, and splitting them by patient group.
+
+Two layouts are read:
+
+* a `labels.csv` with columns `path,label,group[,source]` (paths relative to the CSV's folder);
+* one folder per class (`normal/`, `pneumonia/`, `tuberculosis/`); each file is its own group,
+  so use a CSV when several images belong to one patient.
+
+The split assigns whole groups to train, validation or test, stratified by (source, label), so
+that no patient is on two sides and every source keeps its class mix in each split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from training.config import CLASSES, SplitConfig
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """The labelled data cannot be read or split."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One labelled image."""
+
+    path: Path
+    label: str
+    group: str
+    source: str = "default"
+
+
+def _read_csv(csv_path: Path, classes: Sequence[str]) -> list[Record]:
+    root = csv_path.parent
+    records = []
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"path", "label", "group"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError(f"{csv_path} lacks the column(s) {sorted(missing)}")
+        for line, row in enumerate(reader, start=2):
+            if row["label"] not in classes:
+                raise DataError(
+                    f"{csv_path}:{line}: unknown label {row['label']!r}; expected one of {list(classes)}"
+                )
+            path = root / row["path"]
+            records.append(
+                Record(
+                    path=path, label=row["label"], group=row["group"], source=row.get("source") or "default"
+                )
+            )
+    return records
+
+
+def _read_folders(root: Path, classes: Sequence[str]) -> list[Record]:
+    records = []
+    for label in classes:
+        folder = root / label
+        if not folder.is_dir():
+            raise DataError(f"{root} has neither labels.csv nor a {label}/ folder")
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                records.append(Record(path=path, label=label, group=f"{label}/{path.stem}", source=root.name))
+    return records
+
+
+def read_dataset(root: Path, classes: Sequence[str] = CLASSES) -> list[Record]:
+    """Read the labelled images under `root` (a labels.csv there, or class folders).
+
+    Raises:
+        DataError: No data, an unknown label, or a listed file that does not exist.
+    """
+    csv_path = root / "labels.csv" if root.is_dir() else root
+    records = _read_csv(csv_path, classes) if csv_path.is_file() else _read_folders(root, classes)
+    if not records:
+        raise DataError(f"no labelled images under {root}")
+    absent = [record.path for record in records if not record.path.is_file()]
+    if absent:
+        raise DataError(f"{len(absent)} listed file(s) do not exist, e.g. {absent[0]}")
+    groups: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        groups[record.group].add(record.label)
+    mixed = [group for group, labels in groups.items() if len(labels) > 1]
+    if mixed:
+        logger.warning("%d group(s) hold more than one label (e.g. %s)", len(mixed), mixed[0])
+    return records
+
+
+@dataclass(frozen=True)
+class Split:
+    """Records per split."""
+
+    train: list[Record]
+    val: list[Record]
+    test: list[Record]
+
+    def part(self, name: str) -> list[Record]:
+        """The records of `train`, `val` or `test`."""
+        if name not in SPLITS:
+            raise KeyError(name)
+        records: list[Record] = getattr(self, name)
+        return records
+
+    def summary(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Image counts per split, source and label (also `all` over sources)."""
+        result: dict[str, dict[str, dict[str, int]]] = {}
+        for name in SPLITS:
+            counts: dict[str, Counter[str]] = defaultdict(Counter)
+            for record in self.part(name):
+                counts[record.source][record.label] += 1
+                counts["all"][record.label] += 1
+            result[name] = {
+                source: dict(sorted(counter.items())) for source, counter in sorted(counts.items())
+            }
+        return result
+
+    def save(self, path: Path) -> None:
+        """Write the split as JSON (paths as given)."""
+        document = {name: [{**asdict(r), "path": str(r.path)} for r in self.part(name)] for name in SPLITS}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Split:
+        """Read a split written by `save`."""
+        document = json.loads(path.read_text())
+        parts = {
+            name: [Record(**{**row, "path": Path(row["path"])}) for row in document[name]] for name in SPLITS
+        }
+        return cls(**parts)
+
+
+def split_by_group(records: Sequence[Record], config: SplitConfig) -> Split:
+    """Assign whole groups to train/val/test, stratified by (source, majority label), seeded.
+
+    Within each stratum the groups are shuffled and dealt out so that each split's image count
+    tracks its target fraction; a group's images always stay together.
+    """
+    by_group: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        by_group[record.group].append(record)
+    strata: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for group, members in sorted(by_group.items()):
+        label = Counter(member.label for member in members).most_common(1)[0][0]
+        strata[(members[0].source, label)].append(group)
+
+    rng = random.Random(config.seed)  # noqa: S311 - a reproducible shuffle, not a secret
+    targets = {"val": config.val_fraction, "test": config.test_fraction}
+    targets["train"] = 1.0 - targets["val"] - targets["test"]
+    assigned: dict[str, list[Record]] = {name: [] for name in SPLITS}
+    for stratum in sorted(strata):
+        groups = strata[stratum]
+        rng.shuffle(groups)
+        total = sum(len(by_group[group]) for group in groups)
+        taken = dict.fromkeys(SPLITS, 0)
+        for group in groups:
+            # Give the group to the split furthest below its share of this stratum.
+            name = min(SPLITS, key=lambda s: (taken[s] - targets[s] * total) / max(targets[s], 1e-9))
+            taken[name] += len(by_group[group])
+            assigned[name].extend(by_group[group])
+    return Split(**assigned)
+
+
+def class_weights(labels: Iterable[int], num_classes: int) -> dict[int, float]:
+    """Balanced class weights, n / (k * count_c), for classes that occur."""
+    counts = Counter(labels)
+    total = sum(counts.values())
+    return {c: total / (num_classes * counts[c]) for c in range(num_classes) if counts[c]}

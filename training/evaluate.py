@@ -1,0 +1,258 @@
+"""Evaluation of exported models through the service's own predictor: JSON, Markdown, plots.
+
+The models are run exactly as the service runs them (ONNX, temperatures, both ensembles), on
+each image decoded by the service's decoder, so the report describes what is served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.inference.predictor import Predictor
+from service.inference.preprocessing import decode_image
+from training.data import Record
+from training.metrics import classification_metrics, pairwise_auc, reliability
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLES = ("classic", "confidence")
+POOLED = "pooled"
+
+
+@dataclass
+class Predictions:
+    """Every predictor's probabilities on a list of records."""
+
+    records: list[Record]
+    labels: np.ndarray
+    probabilities: dict[str, np.ndarray]
+    uncertain: dict[str, np.ndarray] = field(default_factory=dict)
+    decided_by: list[str] = field(default_factory=list)
+
+    def subset(self, mask: np.ndarray) -> Predictions:
+        """The predictions of the records where `mask` is true."""
+        return Predictions(
+            records=[r for r, keep in zip(self.records, mask, strict=True) if keep],
+            labels=self.labels[mask],
+            probabilities={name: probs[mask] for name, probs in self.probabilities.items()},
+            uncertain={name: flags[mask] for name, flags in self.uncertain.items()},
+            decided_by=[d for d, keep in zip(self.decided_by, mask, strict=True) if keep],
+        )
+
+
+def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_size: int = 16) -> Predictions:
+    """Run the served models and ensembles on `records`."""
+    classes = list(predictor.classes)
+    probabilities: dict[str, list[np.ndarray]] = {name: [] for name in (*predictor.models, *ENSEMBLES)}
+    uncertain: dict[str, list[bool]] = {name: [] for name in ENSEMBLES}
+    decided_by: list[str] = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        images = [decode_image(record.path.read_bytes()) for record in batch]
+        for prediction in predictor.predict(images):
+            for name, decision in (*prediction.models.items(), *prediction.ensembles.items()):
+                probabilities[name].append(decision.probabilities)
+            for name in ENSEMBLES:
+                uncertain[name].append(prediction.ensembles[name].uncertain)
+            decided_by.append(prediction.ensembles["confidence"].decided_by or "classic")
+        if (start // batch_size) % 20 == 0:
+            logger.info("evaluated %d/%d images", min(start + batch_size, len(records)), len(records))
+    return Predictions(
+        records=list(records),
+        labels=np.asarray([classes.index(record.label) for record in records]),
+        probabilities={name: np.stack(rows) for name, rows in probabilities.items()},
+        uncertain={name: np.asarray(flags) for name, flags in uncertain.items()},
+        decided_by=decided_by,
+    )
+
+
+def _abstention(predictions: Predictions, name: str) -> dict[str, Any]:
+    flags = predictions.uncertain[name]
+    correct = predictions.probabilities[name].argmax(axis=1) == predictions.labels
+    kept = ~flags
+    return {
+        "abstain_rate": float(flags.mean()),
+        "accuracy_all": float(correct.mean()),
+        "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
+        "accuracy_abstained": float(correct[flags].mean()) if flags.any() else None,
+    }
+
+
+def score(predictions: Predictions, classes: Sequence[str]) -> dict[str, Any]:
+    """Metrics per scope (pooled and each source) and per predictor."""
+    sources = sorted({record.source for record in predictions.records})
+    scopes = {POOLED: np.ones(len(predictions.labels), dtype=bool)}
+    for source in sources:
+        scopes[source] = np.asarray([record.source == source for record in predictions.records])
+    normal, pneumonia = classes.index("normal"), classes.index("pneumonia")
+    result: dict[str, Any] = {}
+    for scope, mask in scopes.items():
+        part = predictions.subset(mask)
+        entry: dict[str, Any] = {}
+        for name, probs in part.probabilities.items():
+            metrics = classification_metrics(part.labels, probs, classes)
+            metrics["pneumonia_vs_normal_auc"] = pairwise_auc(part.labels, probs, pneumonia, normal)
+            metrics["reliability"] = reliability(part.labels, probs)
+            if name in ENSEMBLES:
+                metrics["abstention"] = _abstention(part, name)
+            entry[name] = metrics
+        decided = {name: part.decided_by.count(name) for name in sorted(set(part.decided_by))}
+        entry["confidence_decided_by"] = decided
+        result[scope] = entry
+    return result
+
+
+def _plots(report: dict[str, Any], classes: Sequence[str], predictions: Predictions, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    written = []
+    sources = [scope for scope in report if scope != POOLED]
+    names = list(predictions.probabilities)
+    for scope in [POOLED, *sources]:
+        mask = (
+            np.ones(len(predictions.labels), bool)
+            if scope == POOLED
+            else np.asarray([r.source == scope for r in predictions.records])
+        )
+        part = predictions.subset(mask)
+        # Confusion matrices.
+        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            matrix = np.asarray(report[scope][name]["confusion_matrix"])
+            ax.imshow(matrix, cmap="Blues")
+            for (i, j), value in np.ndenumerate(matrix):
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=8)
+            ax.set_xticks(range(len(classes)), [c[:4] for c in classes], fontsize=7)
+            ax.set_yticks(range(len(classes)), [c[:4] for c in classes], fontsize=7)
+            ax.set_title(name, fontsize=8)
+            ax.set_xlabel("predicted", fontsize=7)
+        axes[0][0].set_ylabel("true", fontsize=7)
+        fig.suptitle(f"Confusion matrices: {scope}", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, out / f"confusion-{scope}.png"))
+        # ROC curves, one-vs-rest.
+        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            for c, label in enumerate(classes):
+                positives = part.labels == c
+                if positives.any() and not positives.all():
+                    fpr, tpr, _ = roc_curve(positives, part.probabilities[name][:, c])
+                    auc = _fmt(report[scope][name]["per_class"][label]["roc_auc"])
+                    ax.plot(fpr, tpr, label=f"{label[:4]} {auc}")
+            ax.plot([0, 1], [0, 1], color="gray", lw=0.5, ls="--")
+            ax.set_title(name, fontsize=8)
+            ax.set_xlabel("false positive rate", fontsize=7)
+            ax.legend(fontsize=6, loc="lower right")
+        axes[0][0].set_ylabel("true positive rate", fontsize=7)
+        fig.suptitle(f"ROC curves (one vs rest): {scope}", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, out / f"roc-{scope}.png"))
+        # Reliability diagrams.
+        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+        for ax, name in zip(axes[0], names, strict=True):
+            bins = report[scope][name]["reliability"]
+            ax.bar(
+                [b["low"] for b in bins],
+                [b["accuracy"] for b in bins],
+                width=1 / 15,
+                align="edge",
+                alpha=0.7,
+                label="accuracy",
+            )
+            ax.plot([0, 1], [0, 1], color="gray", lw=0.5, ls="--")
+            ax.set_title(f"{name}\nECE {report[scope][name]['ece']:.3f}", fontsize=8)
+            ax.set_xlabel("confidence", fontsize=7)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+        axes[0][0].set_ylabel("accuracy", fontsize=7)
+        fig.suptitle(f"Reliability: {scope}", fontsize=9)
+        fig.tight_layout()
+        written.append(_save(fig, out / f"reliability-{scope}.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _markdown(
+    report: dict[str, Any], classes: Sequence[str], plots: list[str], context: dict[str, Any]
+) -> str:
+    lines = [
+        "# Evaluation report",
+        "",
+        "> **Not for clinical use.** Research models; results need review by a qualified clinician.",
+        "",
+        f"Split: `{context.get('split', 'test')}` ({context.get('images', '?')} images); models: "
+        + ", ".join(f"`{k}` {v}" for k, v in context.get("versions", {}).items()),
+        "",
+    ]
+    for scope, entry in report.items():
+        lines += [
+            f"## {scope}",
+            "",
+            "| predictor | n | accuracy | macro-F1 | macro AUC | pneu-vs-normal AUC | ECE | "
+            + " | ".join(f"F1 {c}" for c in classes)
+            + " |",
+            "|---|---|---|---|---|---|---|" + "---|" * len(classes),
+        ]
+        for name, metrics in entry.items():
+            if name == "confidence_decided_by":
+                continue
+            f1s = " | ".join(_fmt(metrics["per_class"][c]["f1"]) for c in classes)
+            scores = " | ".join(
+                _fmt(metrics[key])
+                for key in ("accuracy", "macro_f1", "macro_roc_auc", "pneumonia_vs_normal_auc", "ece")
+            )
+            lines.append(f"| {name} | {metrics['count']} | {scores} | {f1s} |")
+        lines += [
+            "",
+            "| ensemble | abstained | accuracy, all | accuracy, kept | accuracy, abstained |",
+            "|---|---|---|---|---|",
+        ]
+        for name in ENSEMBLES:
+            a = entry[name]["abstention"]
+            accuracies = " | ".join(
+                _fmt(a[key]) for key in ("accuracy_all", "accuracy_kept", "accuracy_abstained")
+            )
+            lines.append(f"| {name} | {a['abstain_rate']:.1%} | {accuracies} |")
+        lines += ["", f"Cascade decided by: {entry['confidence_decided_by']}", ""]
+        lines += [f"![{plot}]({plot})" for plot in plots if plot.endswith(f"-{scope}.png")]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(
+    predictions: Predictions, classes: Sequence[str], out: Path, context: dict[str, Any]
+) -> dict[str, Any]:
+    """Score `predictions` and write `report.json`, `report.md` and the PNG plots into `out`.
+
+    Returns:
+        The metrics, per scope and predictor.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    report = score(predictions, classes)
+    plots = _plots(report, classes, predictions, out)
+    (out / "report.json").write_text(json.dumps({"context": context, "metrics": report}, indent=1))
+    (out / "report.md").write_text(_markdown(report, classes, plots, context))
+    logger.info("wrote the evaluation report to %s", out / "report.md")
+    return report

@@ -1,0 +1,178 @@
+"""The steps from labelled images to served artifacts, shared by the `xray` subcommands.
+
+split (by patient group) → train each network → export each (ONNX, parity, temperature on
+validation) → choose the ensembles' order, tau and abstention on validation → evaluate on the
+test split, which nothing before has looked at.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.core.config import Settings
+from service.inference.ensemble import calibrated_softmax
+from service.inference.predictor import load_predictor
+from training.cache import load_images
+from training.calibration import (
+    choose_abstain_threshold,
+    choose_cascade,
+    fit_temperature,
+    negative_log_likelihood,
+)
+from training.config import CLASSES, SplitConfig
+from training.data import Record, Split, read_dataset, split_by_group
+from training.evaluate import ENSEMBLES, POOLED, predict_records, write_report
+from training.manifest import set_ensembles, update_model_fields, upsert_model
+from training.metrics import expected_calibration_error
+
+logger = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.json"
+
+
+def prepare_split(data_dir: Path, runs_dir: Path, config: SplitConfig) -> Split:
+    """Load `runs_dir/split.json`, or split `data_dir` by patient group and save it.
+
+    Every network of a run folder shares one split, so the ensembles are validated and tested
+    on images none of their members trained on.
+    """
+    path = runs_dir / SPLIT_FILE
+    if path.is_file():
+        split = Split.load(path)
+        logger.info("using the split in %s", path)
+    else:
+        records = read_dataset(data_dir.resolve())
+        split = split_by_group(records, config)
+        split.save(path)
+        logger.info("split %d images by patient group into %s", len(records), path)
+    for name, sources in split.summary().items():
+        logger.info("%s: %s", name, sources)
+    return split
+
+
+def labels_of(records: list[Record]) -> np.ndarray:
+    """Class indices of `records`."""
+    return np.asarray([CLASSES.index(record.label) for record in records], dtype=np.int64)
+
+
+def export_and_calibrate(
+    run_dir: Path, models_dir: Path, split: Split, cache_dir: Path, *, version: str | None = None
+) -> dict[str, Any]:
+    """Export a run, fit its temperature on the validation split, and write its manifest entry."""
+    import json
+
+    from training.export import export_run, load_run_config, onnx_logits
+
+    config = load_run_config(run_dir)
+    val_images = load_images(split.val, config.size, cache_dir)
+    entry = export_run(run_dir, models_dir, np.asarray(val_images[:8]), version=version)
+    logits = onnx_logits(models_dir / entry["file"], np.asarray(val_images))
+    labels = labels_of(split.val)
+    temperature = fit_temperature(logits, labels)
+    raw, calibrated = calibrated_softmax(logits, 1.0), calibrated_softmax(logits, temperature)
+    from sklearn.metrics import f1_score
+
+    entry["temperature"] = round(temperature, 6)
+    entry["metrics"]["validation"] = {
+        "images": len(labels),
+        "accuracy": float(np.mean(raw.argmax(1) == labels)),
+        "macro_f1": float(f1_score(labels, raw.argmax(1), average="macro")),
+        "nll_uncalibrated": negative_log_likelihood(logits, labels, 1.0),
+        "nll_calibrated": negative_log_likelihood(logits, labels, temperature),
+        "ece_uncalibrated": expected_calibration_error(labels, raw),
+        "ece_calibrated": expected_calibration_error(labels, calibrated),
+    }
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    entry["training"] = {"config": config.model_dump(), **summary}
+    entry["data"] = {
+        "splits": split.summary(),
+        "split_method": "by patient group, stratified by source and label",
+    }
+    upsert_model(models_dir, entry)
+    logger.info(
+        "%s: temperature %.3f, validation ECE %.4f → %.4f",
+        config.arch,
+        temperature,
+        entry["metrics"]["validation"]["ece_uncalibrated"],
+        entry["metrics"]["validation"]["ece_calibrated"],
+    )
+    return entry
+
+
+def choose_ensembles(
+    models_dir: Path, val_records: list[Record], *, target_accuracy: float = 0.95
+) -> dict[str, Any]:
+    """Pick the cascade's order and tau and `abstain_below` on the validation split; write them."""
+    predictor = load_predictor(Settings(models_dir=models_dir))
+    predictions = predict_records(predictor, val_records)
+    per_model = {name: predictions.probabilities[name] for name in predictor.models}
+    labels = predictions.labels
+    order, tau, cascade_f1 = choose_cascade(per_model, labels)
+    threshold, coverage, kept_accuracy = choose_abstain_threshold(
+        per_model, labels, target_accuracy=target_accuracy
+    )
+    ensembles = {
+        "confidence": {"order": order, "tau": tau},
+        "abstain_below": round(threshold, 6),
+        "selection": {
+            "data": f"validation split ({len(labels)} images)",
+            "cascade": "order (2 of the models) and tau from a grid, maximising validation macro-F1",
+            "cascade_val_macro_f1": cascade_f1,
+            "abstain": f"lowest threshold whose kept cases reach {target_accuracy:.0%} accuracy with at "
+            "most 25% abstained, on the classic ensemble's confidence",
+            "abstain_val_coverage": coverage,
+            "abstain_val_accuracy_kept": kept_accuracy,
+        },
+    }
+    set_ensembles(models_dir, ensembles)
+    logger.info("ensembles chosen on validation data: %s", ensembles)
+    return ensembles
+
+
+def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
+    keys = ("count", "accuracy", "macro_f1", "macro_roc_auc", "pneumonia_vs_normal_auc", "ece")
+    result = {key: metrics[key] for key in keys}
+    result["f1"] = {name: value["f1"] for name, value in metrics["per_class"].items()}
+    if "abstention" in metrics:
+        result["abstention"] = metrics["abstention"]
+    return result
+
+
+def evaluate_models(
+    models_dir: Path,
+    records: list[Record],
+    out_dir: Path,
+    *,
+    split_name: str = "test",
+    update_manifest: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the served models and ensembles on `records`; write the report (and the manifest)."""
+    predictor = load_predictor(Settings(models_dir=models_dir))
+    predictions = predict_records(predictor, records)
+    context = {"split": split_name, "images": len(records), "versions": dict(predictor.versions)}
+    report = write_report(predictions, CLASSES, out_dir, context)
+    if update_manifest:
+        scopes = list(report)
+        for name in predictor.models:
+            entry_metrics = dict(predictor.manifest.model(name).metrics)
+            entry_metrics[split_name] = {scope: _compact(report[scope][name]) for scope in scopes}
+            update_model_fields(models_dir, name, metrics=entry_metrics)
+        document_ensembles = predictor.manifest.ensembles.model_dump()
+        document_ensembles["metrics"] = {
+            split_name: {
+                name: {scope: _compact(report[scope][name]) for scope in scopes} for name in ENSEMBLES
+            }
+        }
+        set_ensembles(models_dir, document_ensembles)
+    pooled = report[POOLED]
+    logger.info(
+        "%s macro-F1: %s",
+        split_name,
+        {name: round(pooled[name]["macro_f1"], 4) for name in (*predictor.models, *ENSEMBLES)},
+    )
+    return report
