@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,85 +109,92 @@ def score(predictions: Predictions, classes: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def _panels(
+    names: Sequence[str], title: str, ylabel: str, draw: Callable[[Any, str], None], path: Path
+) -> str:
+    """One row of panels, one per predictor, drawn by `draw(axes, name)`; returns the file name."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        draw(ax, name)
+        ax.set_title(ax.get_title() or name, fontsize=8)
+    axes[0][0].set_ylabel(ylabel, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def _plots(report: dict[str, Any], classes: Sequence[str], predictions: Predictions, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    written = []
-    sources = [scope for scope in report if scope != POOLED]
     names = list(predictions.probabilities)
-    for scope in [POOLED, *sources]:
+    short = [c[:4] for c in classes]
+    written = []
+    for scope, metrics in report.items():
         mask = (
             np.ones(len(predictions.labels), bool)
             if scope == POOLED
             else np.asarray([r.source == scope for r in predictions.records])
         )
         part = predictions.subset(mask)
-        # Confusion matrices.
-        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4), squeeze=False)
-        for ax, name in zip(axes[0], names, strict=True):
-            matrix = np.asarray(report[scope][name]["confusion_matrix"])
+
+        def confusion(ax: Any, name: str, metrics: dict[str, Any] = metrics) -> None:
+            matrix = np.asarray(metrics[name]["confusion_matrix"])
             ax.imshow(matrix, cmap="Blues")
             for (i, j), value in np.ndenumerate(matrix):
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=8)
-            ax.set_xticks(range(len(classes)), [c[:4] for c in classes], fontsize=7)
-            ax.set_yticks(range(len(classes)), [c[:4] for c in classes], fontsize=7)
-            ax.set_title(name, fontsize=8)
+            ax.set_xticks(range(len(classes)), short, fontsize=7)
+            ax.set_yticks(range(len(classes)), short, fontsize=7)
             ax.set_xlabel("predicted", fontsize=7)
-        axes[0][0].set_ylabel("true", fontsize=7)
-        fig.suptitle(f"Confusion matrices: {scope}", fontsize=9)
-        fig.tight_layout()
-        written.append(_save(fig, out / f"confusion-{scope}.png"))
-        # ROC curves, one-vs-rest.
-        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
-        for ax, name in zip(axes[0], names, strict=True):
+
+        def roc(ax: Any, name: str, metrics: dict[str, Any] = metrics, part: Predictions = part) -> None:
             for c, label in enumerate(classes):
                 positives = part.labels == c
                 if positives.any() and not positives.all():
                     fpr, tpr, _ = roc_curve(positives, part.probabilities[name][:, c])
-                    auc = _fmt(report[scope][name]["per_class"][label]["roc_auc"])
-                    ax.plot(fpr, tpr, label=f"{label[:4]} {auc}")
+                    ax.plot(
+                        fpr, tpr, label=f"{label[:4]} {_fmt(metrics[name]['per_class'][label]['roc_auc'])}"
+                    )
             ax.plot([0, 1], [0, 1], color="gray", lw=0.5, ls="--")
-            ax.set_title(name, fontsize=8)
             ax.set_xlabel("false positive rate", fontsize=7)
             ax.legend(fontsize=6, loc="lower right")
-        axes[0][0].set_ylabel("true positive rate", fontsize=7)
-        fig.suptitle(f"ROC curves (one vs rest): {scope}", fontsize=9)
-        fig.tight_layout()
-        written.append(_save(fig, out / f"roc-{scope}.png"))
-        # Reliability diagrams.
-        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
-        for ax, name in zip(axes[0], names, strict=True):
-            bins = report[scope][name]["reliability"]
+
+        def calibration(ax: Any, name: str, metrics: dict[str, Any] = metrics) -> None:
+            bins = metrics[name]["reliability"]
             ax.bar(
                 [b["low"] for b in bins],
                 [b["accuracy"] for b in bins],
                 width=1 / 15,
                 align="edge",
                 alpha=0.7,
-                label="accuracy",
+                edgecolor="white",
             )
             ax.plot([0, 1], [0, 1], color="gray", lw=0.5, ls="--")
-            ax.set_title(f"{name}\nECE {report[scope][name]['ece']:.3f}", fontsize=8)
+            ax.set_title(f"{name}\nECE {metrics[name]['ece']:.3f}")
             ax.set_xlabel("confidence", fontsize=7)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
-        axes[0][0].set_ylabel("accuracy", fontsize=7)
-        fig.suptitle(f"Reliability: {scope}", fontsize=9)
-        fig.tight_layout()
-        written.append(_save(fig, out / f"reliability-{scope}.png"))
+
+        written += [
+            _panels(names, f"Confusion matrices: {scope}", "true", confusion, out / f"confusion-{scope}.png"),
+            _panels(
+                names,
+                f"ROC curves (one vs rest): {scope}",
+                "true positive rate",
+                roc,
+                out / f"roc-{scope}.png",
+            ),
+            _panels(
+                names, f"Reliability: {scope}", "accuracy", calibration, out / f"reliability-{scope}.png"
+            ),
+        ]
     return written
-
-
-def _save(fig: Any, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
 
 
 def _fmt(value: float | None) -> str:

@@ -111,3 +111,14 @@ def test_serve_answers_over_http_and_stops_on_sigterm(models_dir: Path) -> None:
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "POST /predict 200" in output
     assert "Application shutdown complete" in output
+
+
+def test_the_service_and_its_command_line_never_import_tensorflow() -> None:
+    probe = (
+        "import sys; from service.cli import build_parser; build_parser(); import service.api.app; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'sklearn') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"

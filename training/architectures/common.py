@@ -9,8 +9,10 @@ feature maps is the Dense kernel column divided by h·w at every position, so Gr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 from keras import layers
@@ -83,3 +85,40 @@ def backbone_names(backbone: keras.Model) -> tuple[str, ...]:
     """
     ours = {INPUT_NAME, "gray_to_rgb", "scale_to_unit"}
     return tuple(layer.name for layer in backbone.layers if layer.name not in ours)
+
+
+def on_application(
+    name: str,
+    application: Callable[..., keras.Model],
+    size: int,
+    num_classes: int,
+    *,
+    dropout: float,
+    weights: str,
+    features_layer: str,
+    to_backbone_range: layers.Layer | None = None,
+    **application_kwargs: Any,
+) -> BuiltModel:
+    """A `keras.applications` backbone between our gray input and our linear head.
+
+    Args:
+        name: The model's name.
+        application: For example `keras.applications.EfficientNetV2B2`.
+        size: Input side.
+        num_classes: Number of classes.
+        dropout: Dropout before the linear head.
+        weights: `imagenet`, a local weights file of the backbone without its top, or `none`.
+        features_layer: The backbone's last activation (the Grad-CAM layer).
+        to_backbone_range: A layer mapping [0, 255] RGB to the backbone's input range, if it has
+            no preprocessing of its own.
+        **application_kwargs: Further arguments of `application`.
+    """
+    inputs = image_input(size)
+    rgb = gray_to_rgb(inputs)
+    scaled = to_backbone_range(rgb) if to_backbone_range is not None else rgb
+    backbone = application(
+        include_top=False, weights=resolve_weights(weights), input_tensor=scaled, **application_kwargs
+    )
+    logits = classification_head(backbone.output, num_classes, dropout)
+    model = keras.Model(inputs, logits, name=name)
+    return BuiltModel(model, features_layer, backbone_names(backbone))

@@ -8,14 +8,7 @@ from __future__ import annotations
 
 import keras
 
-from training.architectures.common import (
-    BuiltModel,
-    backbone_names,
-    classification_head,
-    gray_to_rgb,
-    image_input,
-    resolve_weights,
-)
+from training.architectures.common import BuiltModel, on_application
 
 FEATURES = "top_activation"
 
@@ -29,11 +22,13 @@ def build(size: int, num_classes: int = 3, *, dropout: float = 0.2, weights: str
         dropout: Dropout before the linear head.
         weights: `imagenet`, a local weights file of the backbone without its top, or `none`.
     """
-    inputs = image_input(size)
-    rgb = gray_to_rgb(inputs)
-    backbone = keras.applications.EfficientNetV2B2(
-        include_top=False, weights=resolve_weights(weights), input_tensor=rgb, include_preprocessing=True
+    return on_application(
+        "efficientnet_v2_b2",
+        keras.applications.EfficientNetV2B2,
+        size,
+        num_classes,
+        dropout=dropout,
+        weights=weights,
+        features_layer=FEATURES,
+        include_preprocessing=True,
     )
-    logits = classification_head(backbone.output, num_classes, dropout)
-    model = keras.Model(inputs, logits, name="efficientnet_v2_b2")
-    return BuiltModel(model, FEATURES, backbone_names(backbone))

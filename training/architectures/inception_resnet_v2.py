@@ -9,14 +9,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from training.architectures.common import (
-    BuiltModel,
-    backbone_names,
-    classification_head,
-    gray_to_rgb,
-    image_input,
-    resolve_weights,
-)
+from training.architectures.common import BuiltModel, on_application
 
 FEATURES = "conv_7b_ac"
 
@@ -30,12 +23,13 @@ def build(size: int, num_classes: int = 3, *, dropout: float = 0.2, weights: str
         dropout: Dropout before the linear head.
         weights: `imagenet`, a local weights file of the backbone without its top, or `none`.
     """
-    inputs = image_input(size)
-    rgb = gray_to_rgb(inputs)
-    scaled = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_unit")(rgb)
-    backbone = keras.applications.InceptionResNetV2(
-        include_top=False, weights=resolve_weights(weights), input_tensor=scaled
+    return on_application(
+        "inception_resnet_v2",
+        keras.applications.InceptionResNetV2,
+        size,
+        num_classes,
+        dropout=dropout,
+        weights=weights,
+        features_layer=FEATURES,
+        to_backbone_range=layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale_to_unit"),
     )
-    logits = classification_head(backbone.output, num_classes, dropout)
-    model = keras.Model(inputs, logits, name="inception_resnet_v2")
-    return BuiltModel(model, FEATURES, backbone_names(backbone))
