@@ -61,14 +61,20 @@ def _split_config(args: argparse.Namespace) -> SplitConfig:
 def _train(args: argparse.Namespace) -> int:
     _require_training_stack()
     from training.train import train
-    from training.workflow import choose_ensembles, evaluate_models, export_and_calibrate, prepare_split
+    from training.workflow import (
+        choose_ensembles,
+        evaluate_models,
+        export_and_calibrate,
+        in_fresh_process,
+        prepare_split,
+    )
 
     configs = _configs(args)
     split = prepare_split(args.data, args.runs, _split_config(args))
     cache = args.cache or args.runs / "cache"
     for config in configs:
         run_dir = args.runs / config.arch
-        result = train(config, split.train, split.val, run_dir, cache, resume=args.resume)
+        result = in_fresh_process(train, config, split.train, split.val, run_dir, cache, resume=args.resume)
         logger.info(
             "%s: best validation macro-F1 %.4f after %d epoch(s), %.1f images/s",
             config.arch,
@@ -77,7 +83,9 @@ def _train(args: argparse.Namespace) -> int:
             result.images_per_second,
         )
         if not args.no_export:
-            export_and_calibrate(run_dir, args.models_dir, split, cache, version=args.version)
+            in_fresh_process(
+                export_and_calibrate, run_dir, args.models_dir, split, cache, version=args.version
+            )
     if not args.no_export and not args.no_evaluate:
         choose_ensembles(args.models_dir, split.val)
         evaluate_models(args.models_dir, split.test, args.runs / "report")

@@ -79,6 +79,7 @@ def load_run_config(run_dir: Path) -> TrainConfig:
 def build_export_model(run_dir: Path, weights_file: str = "best.keras") -> ExportModel:
     """Rebuild the run's network in float32 with its trained weights and the three outputs."""
     config = load_run_config(run_dir)
+    keras.backend.clear_session()  # free earlier graphs; export in float32 whatever the training policy
     keras.mixed_precision.set_global_policy("float32")
     trained = keras.models.load_model(run_dir / weights_file, compile=False)
     built = build_model(config.arch, config.size, len(CLASSES), dropout=config.dropout, weights="none")

@@ -201,6 +201,9 @@ def train(
         strategy: The distribution strategy; default: `make_strategy()` for this machine.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Free what earlier networks of this process built (clear_session also resets the dtype
+    # policy, so it comes before the policy is set).
+    keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,19 @@ import pytest
 pytest.importorskip("tensorflow", reason="the training tests need the `training` extra")
 
 from tests.factories import png_bytes
+
+
+@pytest.fixture(autouse=True)
+def _release_keras_memory() -> Iterator[None]:
+    """Free each test's models: TensorFlow otherwise keeps every graph the process built."""
+    yield
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
 
 TINY_SIZES = {"scratch": 32, "inception_resnet_v2": 75, "efficientnet_v2_b2": 32}
 
@@ -49,28 +63,29 @@ def write_labelled_images(
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`xray train` on all three networks at tiny sizes, one epoch: runs, models, report.
 
-    Shared by the slow tests so each network is trained and converted once per session.
+    Run as a subprocess, as a user runs it: TensorFlow keeps the memory of every graph a
+    process built, and converting InceptionResNetV2 is heavy, so isolating it keeps the test
+    process small. Shared by the slow tests so each network is trained and converted once.
     """
     import json
-
-    from service.cli import main
+    import subprocess
+    import sys
 
     root = tmp_path_factory.mktemp("e2e")
     data = write_labelled_images(root / "data", per_class=12)
     recipes = root / "recipes.json"
     recipes.write_text(json.dumps({arch: {"image_size": size} for arch, size in TINY_SIZES.items()}))
     runs, models = root / "runs", root / "models"
-    status = main(
-        [
-            "train",
-            "--data", str(data),
-            "--runs", str(runs),
-            "--models-dir", str(models),
-            "--config", str(recipes),
-            "--epochs", "1",
-            "--batch-size", "8",
-            "--version", "0.0.1-test",
-        ]
-    )  # fmt: skip
-    assert status == 0
+    command = [
+        sys.executable, "-m", "service.cli", "train",
+        "--data", str(data),
+        "--runs", str(runs),
+        "--models-dir", str(models),
+        "--config", str(recipes),
+        "--epochs", "1",
+        "--batch-size", "8",
+        "--version", "0.0.1-test",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return {"data": data, "runs": runs, "models": models}
