@@ -24,15 +24,27 @@ def _input_shape(height: int, width: int, channels: int, layout: str) -> list[An
     return ["batch", height, width, channels] if layout == "NHWC" else ["batch", channels, height, width]
 
 
-def _save(nodes: list[onnx.NodeProto], initializers: list[TensorProto], shape: list[Any], path: Path) -> None:
+def _save(
+    nodes: list[onnx.NodeProto],
+    initializers: list[TensorProto],
+    shape: list[Any],
+    path: Path,
+    *,
+    with_maps: bool = False,
+) -> None:
+    outputs = [
+        helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", None]),
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", None]),
+    ]
+    if with_maps:
+        outputs.append(
+            helper.make_tensor_value_info("class_maps", TensorProto.FLOAT, ["batch", None, None, None])
+        )
     graph = helper.make_graph(
         nodes,
         "tiny",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", None]),
-            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", None]),
-        ],
+        outputs,
         initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
@@ -78,6 +90,7 @@ def intensity_model(
     width: int = 32,
     channels: int = 1,
     layout: str = "NHWC",
+    with_maps: bool = False,
 ) -> None:
     """A model whose logits are `mean(image) / 255 * weights + bias`: the output depends on pixels."""
     nodes = [
@@ -93,7 +106,26 @@ def intensity_model(
         helper.make_tensor("scale", TensorProto.FLOAT, list(scale.shape), scale.ravel().tolist()),
         helper.make_tensor("bias", TensorProto.FLOAT, [1, len(bias)], [float(b) for b in bias]),
     ]
-    _save(nodes, initializers, _input_shape(height, width, channels, layout), path)
+    if with_maps:
+        # class_maps[..., c] = weights[c] * (the first channel average-pooled by 8): for a class with a
+        # positive weight, Grad-CAM is the normalised, downsampled image itself.
+        assert layout == "NHWC"
+        nodes += [
+            helper.make_node("Slice", ["image", "zero1", "one1", "three1"], ["first_channel"]),
+            helper.make_node("Transpose", ["first_channel"], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("AveragePool", ["nchw"], ["pooled"], kernel_shape=[8, 8], strides=[8, 8]),
+            helper.make_node("Transpose", ["pooled"], ["pooled_nhwc"], perm=[0, 2, 3, 1]),
+            helper.make_node("Mul", ["pooled_nhwc", "map_weights"], ["class_maps"]),
+        ]
+        initializers += [
+            helper.make_tensor("zero1", TensorProto.INT64, [1], [0]),
+            helper.make_tensor("one1", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("three1", TensorProto.INT64, [1], [3]),
+            helper.make_tensor(
+                "map_weights", TensorProto.FLOAT, [1, 1, 1, len(weights)], [float(w) for w in weights]
+            ),
+        ]
+    _save(nodes, initializers, _input_shape(height, width, channels, layout), path, with_maps=with_maps)
 
 
 def sha256(path: Path) -> str:
@@ -113,6 +145,7 @@ class ModelSpec:
     channels: int = 1
     layout: str = "NHWC"
     temperature: float = 1.0
+    with_maps: bool = False
     version: str = "1.0.0-test"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -137,7 +170,7 @@ def write_models_dir(
         else:
             assert spec.weights is not None
             assert spec.bias is not None
-            intensity_model(path, spec.weights, spec.bias, **shape)  # type: ignore[arg-type]
+            intensity_model(path, spec.weights, spec.bias, with_maps=spec.with_maps, **shape)  # type: ignore[arg-type]
         entries.append(
             {
                 "name": spec.name,
@@ -145,7 +178,16 @@ def write_models_dir(
                 "file": path.name,
                 "sha256": sha256(path),
                 "input": {"name": "image", "dtype": "float32", "value_range": [0, 255], **shape},
-                "outputs": {"logits": "logits", "probabilities": "probabilities"},
+                "outputs": {
+                    "logits": "logits",
+                    "probabilities": "probabilities",
+                    **({"class_maps": "class_maps"} if spec.with_maps else {}),
+                },
+                **(
+                    {"gradcam": {"layer": f"{spec.name}_features", "output": "class_maps"}}
+                    if spec.with_maps
+                    else {}
+                ),
                 "temperature": spec.temperature,
                 **spec.extra,
             }

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.inference.ensemble import Decision
-from service.inference.predictor import Prediction, Predictor
+from service.inference.predictor import GradCamResult, Prediction, Predictor
 
 
 class ModelResult(BaseModel):
@@ -95,6 +95,41 @@ class PredictResponse(BaseModel):
     def to_json(self) -> str:
         """Serialise as `/predict` does (no null `dicom` for non-DICOM input)."""
         return self.model_dump_json(exclude_none=True)
+
+
+class MapResult(BaseModel):
+    """One explanation map, at the submitted image's size."""
+
+    method: str
+    target: str
+    layer: str | None = Field(default=None, description="The layer the map is built on (per model).")
+    heatmap_png: str = Field(description="Base64 PNG, 8-bit gray: the normalised map.")
+    overlay_png: str = Field(description="Base64 PNG, RGB: the coloured map blended onto the X-ray.")
+
+
+class ExplainResponse(PredictResponse):
+    """The body of `POST /explain`: the `/predict` body plus the maps."""
+
+    explanations: dict[str, MapResult] = Field(description="Per model, and `ensemble`.")
+
+    @classmethod
+    def from_gradcam(
+        cls,
+        result: GradCamResult,
+        pngs: dict[str, tuple[str, str]],
+        layers: dict[str, str | None],
+        request_id: str,
+    ) -> ExplainResponse:
+        """Build the response from the maps and their base64 PNGs (heatmap, overlay)."""
+        base = PredictResponse.from_prediction(result.prediction, request_id)
+        target = result.prediction.classes[result.target_index]
+        explanations = {
+            name: MapResult(
+                method="gradcam", target=target, layer=layers.get(name), heatmap_png=heat, overlay_png=overlay
+            )
+            for name, (heat, overlay) in pngs.items()
+        }
+        return cls(**base.model_dump(), explanations=explanations)
 
 
 class InputInfo(BaseModel):

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
-from service.inference.predictor import Prediction, Predictor
-from service.inference.preprocessing import ImageFormat, decode_image
+from service.inference.gradcam import heatmap_png, overlay_png
+from service.inference.predictor import GradCamResult, Prediction, Predictor
+from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image
 from service.inference.scheduler import InferenceScheduler
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -46,17 +52,13 @@ class ServiceState:
         self.metrics.ready.set(1)
         logger.info("all models warmed up; ready")
 
-    async def predict(self, data: bytes, declared: ImageFormat | None) -> Prediction:
-        """Decode and predict one upload on the bounded inference pool.
+    def _guarded(self, run: Callable[[DecodedImage], T]) -> Callable[[bytes, ImageFormat | None], T]:
+        """Decode, then `run`; a runtime failure becomes a 503 that leaves the service up."""
 
-        Raises:
-            RequestError: A bad upload (4xx), a full queue (503), or a runtime failure (503).
-        """
-
-        def job() -> Prediction:
+        def job(data: bytes, declared: ImageFormat | None) -> T:
             image = decode_image(data, declared=declared, max_pixels=self.settings.max_pixels)
             try:
-                predictions = self.predictor.predict([image])
+                return run(image)
             except RequestError:
                 raise
             except Exception as exc:
@@ -65,7 +67,45 @@ class ServiceState:
                     "the model runtime failed on this image; the service is still up, retry or report it",
                     retry_after=1,
                 ) from exc
+
+        return job
+
+    async def predict(self, data: bytes, declared: ImageFormat | None) -> Prediction:
+        """Decode and predict one upload on the bounded inference pool.
+
+        Raises:
+            RequestError: A bad upload (4xx), a full queue (503), or a runtime failure (503).
+        """
+
+        def run(image: DecodedImage) -> Prediction:
+            predictions = self.predictor.predict([image])
             self.metrics.observe_batch(predictions)
             return predictions[0]
 
-        return await self.scheduler.run(job)
+        job = self._guarded(run)
+        return await self.scheduler.run(lambda: job(data, declared))
+
+    async def explain_gradcam(
+        self, data: bytes, declared: ImageFormat | None, *, target: str, models: Sequence[str]
+    ) -> tuple[GradCamResult, dict[str, tuple[str, str]]]:
+        """Predict one upload with Grad-CAM maps, and render each map as base64 PNGs.
+
+        Returns:
+            The result and, per model and `ensemble`, (heatmap PNG, overlay PNG) in base64.
+        """
+
+        def run(image: DecodedImage) -> tuple[GradCamResult, dict[str, tuple[str, str]]]:
+            result = self.predictor.explain_gradcam(image, target=target, models=models)
+            self.metrics.observe_batch([result.prediction])
+            maps = {**result.maps, "ensemble": result.ensemble}
+            pngs = {
+                name: (
+                    base64.b64encode(heatmap_png(heatmap)).decode("ascii"),
+                    base64.b64encode(overlay_png(image.pixels, heatmap)).decode("ascii"),
+                )
+                for name, heatmap in maps.items()
+            }
+            return result, pngs
+
+        job = self._guarded(run)
+        return await self.scheduler.run(lambda: job(data, declared))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from service.core.config import Settings
 from service.core.cpu import available_cpus
@@ -26,11 +27,22 @@ from service.inference.ensemble import (
     confidence_cascade,
     decide,
 )
+from service.inference.gradcam import FloatMap, normalise, upsample
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from service.inference.preprocessing import DecodedImage, DicomReference, ImageFormat, decode_image
 from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GradCamResult:
+    """A prediction with its Grad-CAM maps (values in [0, 1], at the submitted image's size)."""
+
+    prediction: Prediction
+    target_index: int
+    maps: dict[str, FloatMap]
+    ensemble: FloatMap
 
 
 @dataclass(frozen=True)
@@ -67,23 +79,21 @@ class Predictor:
         self.classes = tuple(manifest.classes)
         self.versions = {entry.name: entry.version for entry in manifest.models}
 
-    def predict(self, images: Sequence[DecodedImage]) -> list[Prediction]:
-        """Run every model on a batch of decoded images and combine the answers.
-
-        Args:
-            images: One or more decoded images, at any size.
-
-        Returns:
-            One prediction per image, in order.
-        """
-        if not images:
-            return []
+    def _run(
+        self, images: Sequence[DecodedImage], *, maps_for: Collection[str] = ()
+    ) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.float32]], dict[str, float]]:
+        """One forward pass of every model: calibrated probabilities, class maps of `maps_for`, timings."""
         pixels = [image.pixels for image in images]
-        probabilities: dict[str, np.ndarray] = {}
+        probabilities: dict[str, npt.NDArray[np.float64]] = {}
+        maps: dict[str, npt.NDArray[np.float32]] = {}
         timings: dict[str, float] = {}
         for name, model in self.models.items():
             started = time.perf_counter()
-            logits = model.run(model.prepare(pixels))
+            batch = model.prepare(pixels)
+            if name in maps_for:
+                logits, maps[name] = model.run_with_maps(batch)
+            else:
+                logits = model.run(batch)
             timings[name] = time.perf_counter() - started
             if logits.shape != (len(images), len(self.classes)):
                 raise ModelLoadError(
@@ -91,6 +101,14 @@ class Predictor:
                     f"({len(images)}, {len(self.classes)})"
                 )
             probabilities[name] = calibrated_softmax(logits, model.entry.temperature)
+        return probabilities, maps, timings
+
+    def _combine(
+        self,
+        images: Sequence[DecodedImage],
+        probabilities: Mapping[str, npt.NDArray[np.float64]],
+        timings: Mapping[str, float],
+    ) -> list[Prediction]:
         spec = self.manifest.ensembles
         results = []
         for row, image in enumerate(images):
@@ -114,6 +132,53 @@ class Predictor:
                 )
             )
         return results
+
+    def predict(self, images: Sequence[DecodedImage]) -> list[Prediction]:
+        """Run every model on a batch of decoded images and combine the answers.
+
+        Args:
+            images: One or more decoded images, at any size.
+
+        Returns:
+            One prediction per image, in order.
+        """
+        if not images:
+            return []
+        probabilities, _, timings = self._run(images)
+        return self._combine(images, probabilities, timings)
+
+    def gradcam_models(self) -> list[str]:
+        """The models whose graphs give Grad-CAM maps."""
+        return [name for name, model in self.models.items() if model.entry.outputs.class_maps]
+
+    def explain_gradcam(self, image: DecodedImage, *, target: str, models: Sequence[str]) -> GradCamResult:
+        """Predict one image and compute Grad-CAM maps in the same forward pass.
+
+        Args:
+            image: The decoded upload.
+            target: "predicted" (the classic ensemble's label) or a class name.
+            models: The models to explain; each must be in `gradcam_models()`.
+
+        Returns:
+            The prediction, the target class, each model's normalised map and the ensemble map,
+            all at the submitted image's size.
+        """
+        probabilities, maps, timings = self._run([image], maps_for=models)
+        (prediction,) = self._combine([image], probabilities, timings)
+        index = (
+            prediction.ensembles[CLASSIC].label_index if target == "predicted" else self.classes.index(target)
+        )
+        height, width = image.size
+        per_model = {name: upsample(normalise(maps[name][0, ..., index]), height, width) for name in models}
+        # The ensemble map: each model's normalised map weighted by its probability of the target.
+        weights = np.asarray(
+            [prediction.models[name].probabilities[index] for name in models], dtype=np.float32
+        )
+        if float(weights.sum()) <= 0.0:
+            weights = np.ones_like(weights)
+        stacked = np.stack([per_model[name] for name in models])
+        ensemble = normalise(np.tensordot(weights / weights.sum(), stacked, axes=1))
+        return GradCamResult(prediction=prediction, target_index=index, maps=per_model, ensemble=ensemble)
 
     def predict_bytes(self, data: bytes, *, declared: ImageFormat | None, max_pixels: int) -> Prediction:
         """Decode one upload and predict it (the offline and single-request path)."""

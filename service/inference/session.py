@@ -198,3 +198,18 @@ class OnnxModel:
         feeds: dict[str, Any] = {self.entry.input.name: batch}
         (logits,) = self._session.run([self.entry.outputs.logits], feeds)
         return np.asarray(logits, dtype=np.float32)
+
+    def run_with_maps(
+        self, batch: npt.NDArray[np.float32]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Logits and Grad-CAM class maps ([batch, h, w, classes]) from one forward pass.
+
+        Raises:
+            ValueError: The graph has no class-map output.
+        """
+        maps_name = self.entry.outputs.class_maps
+        if maps_name is None:
+            raise ValueError(f"model {self.name!r} has no class_maps output")
+        feeds: dict[str, Any] = {self.entry.input.name: batch}
+        logits, maps = self._session.run([self.entry.outputs.logits, maps_name], feeds)
+        return np.asarray(logits, dtype=np.float32), np.asarray(maps, dtype=np.float32)

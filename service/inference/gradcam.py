@@ -1,0 +1,80 @@
+"""Grad-CAM from the exported `class_maps` output, and the PNGs clinicians look at.
+
+For the GAP → Dense heads we train, the gradient of class c's logit with respect to feature map
+A_k at every position is W[k, c] / (h·w), so Selvaraju et al.'s channel weights are
+α_k^c = W[k, c] / (h·w) and Grad-CAM_c = ReLU(Σ_k α_k^c A_k) = ReLU(class_maps_c) / (h·w). The
+graph computes `class_maps` in the same forward pass as the logits; normalising removes the
+positive factor, so the maps here are exact, not an approximation.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+FloatMap = npt.NDArray[np.float32]
+
+#: Opacity of the colour map over the radiograph in `overlay_png`.
+OVERLAY_ALPHA = 0.45
+
+
+def normalise(maps: npt.NDArray[np.floating]) -> FloatMap:
+    """ReLU, then divide each map by its maximum: values in [0, 1] (all zero if nothing is positive).
+
+    Args:
+        maps: One map (h, w) or a batch (n, h, w).
+    """
+    positive = np.maximum(np.asarray(maps, dtype=np.float32), 0.0)
+    peak = positive.max(axis=(-2, -1), keepdims=True)
+    normalised: FloatMap = np.divide(positive, peak, out=np.zeros_like(positive), where=peak > 0)
+    return normalised
+
+
+def upsample(heatmap: FloatMap, height: int, width: int) -> FloatMap:
+    """Bilinear resize of a [0, 1] map to the submitted image's size (the inverse of the input resize)."""
+    if heatmap.shape == (height, width):
+        return heatmap
+    image = Image.fromarray(np.asarray(heatmap, dtype=np.float32), mode="F")
+    resized = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.clip(resized, 0.0, 1.0)
+
+
+def _turbo_lut() -> npt.NDArray[np.uint8]:
+    # Google's Turbo colour map (Mikhailov 2019) by its published polynomial approximation:
+    # perceptually smoother than jet, and readable by most colour-blind viewers.
+    x = np.linspace(0.0, 1.0, 256)
+    red = 0.13572138 + x * (
+        4.61539260 + x * (-42.66032258 + x * (132.13108234 + x * (-152.94239396 + x * 59.28637943)))
+    )
+    green = 0.09140261 + x * (
+        2.19418839 + x * (4.84296658 + x * (-14.18503333 + x * (4.27729857 + x * 2.82956604)))
+    )
+    blue = 0.10667330 + x * (
+        12.64194608 + x * (-60.58204836 + x * (110.36276771 + x * (-89.90310912 + x * 27.34824973)))
+    )
+    return np.rint(np.clip(np.stack([red, green, blue], axis=1), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _png(array: npt.NDArray[np.uint8]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", optimize=False, compress_level=3)
+    return buffer.getvalue()
+
+
+def heatmap_png(heatmap: FloatMap) -> bytes:
+    """The normalised map as an 8-bit grayscale PNG (0 = no evidence, 255 = the strongest)."""
+    return _png(np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8))
+
+
+def overlay_png(radiograph: npt.NDArray[np.uint8], heatmap: FloatMap, alpha: float = OVERLAY_ALPHA) -> bytes:
+    """The Turbo-coloured map blended onto the grayscale radiograph, as an RGB PNG.
+
+    The blend is weighted by the map itself, so regions without evidence show the plain X-ray.
+    """
+    colours = _turbo_lut()[np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)].astype(np.float32)
+    gray = np.repeat(radiograph.astype(np.float32)[..., None], 3, axis=2)
+    weight = (alpha * np.clip(heatmap, 0.0, 1.0))[..., None]
+    return _png(np.rint(gray * (1.0 - weight) + colours * weight).astype(np.uint8))

@@ -1,0 +1,108 @@
+"""POST /explain with Grad-CAM."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.inference.gradcam import normalise, upsample
+from tests.factories import ModelSpec, gradient, png_bytes
+
+# Positive map weights for pneumonia and tuberculosis, negative for normal (see intensity_model).
+SPECS = [
+    ModelSpec("scratch", weights=[-1.0, 2.0, 3.0], bias=[0.5, 0.0, 0.0], height=64, width=64, with_maps=True),
+    ModelSpec(
+        "efficientnet_v2_b2",
+        weights=[-2.0, 1.0, 4.0],
+        bias=[1.0, 0.0, 0.0],
+        height=32,
+        width=32,
+        with_maps=True,
+    ),
+]
+
+
+@pytest.fixture
+def explainer(make_client: Callable[..., TestClient], make_models: Callable[..., Path]) -> TestClient:
+    return make_client(make_models(SPECS, order=["efficientnet_v2_b2"]))
+
+
+def decode(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+def test_maps_per_model_and_ensemble_at_the_image_size(explainer: TestClient) -> None:
+    image = gradient(120, 90)
+    response = explainer.post(
+        "/explain?target=tuberculosis", content=png_bytes(image), headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body["explanations"]) == {"scratch", "efficientnet_v2_b2", "ensemble"}
+    assert body["ensembles"]["classic"]["label"] in body["classes"]
+    for name, explanation in body["explanations"].items():
+        assert explanation["method"] == "gradcam"
+        assert explanation["target"] == "tuberculosis"
+        heat, overlay = decode(explanation["heatmap_png"]), decode(explanation["overlay_png"])
+        assert heat.shape == (120, 90)
+        assert overlay.shape == (120, 90, 3)
+        if name != "ensemble":
+            assert explanation["layer"] == f"{name}_features"
+    # scratch: the map is the 64x64 input pooled by 8, normalised, upsampled back to 120x90.
+    resized = np.asarray(Image.fromarray(image).resize((64, 64), Image.Resampling.BILINEAR), np.float32)
+    expected = upsample(normalise(resized.reshape(8, 8, 8, 8).mean(axis=(1, 3))), 120, 90)
+    heat = decode(body["explanations"]["scratch"]["heatmap_png"]).astype(np.float32) / 255
+    assert np.abs(heat - expected).max() <= 1 / 255 + 1e-6
+
+
+def test_a_target_with_negative_evidence_gives_an_empty_map(explainer: TestClient) -> None:
+    response = explainer.post(
+        "/explain?target=normal&models=scratch",
+        content=png_bytes(gradient()),
+        headers={"Content-Type": "image/png"},
+    )
+    assert response.status_code == 200
+    assert set(response.json()["explanations"]) == {"scratch", "ensemble"}
+    assert decode(response.json()["explanations"]["scratch"]["heatmap_png"]).max() == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["target=covid", "models=resnet", "models=,", "method=lime"],
+    ids=["unknown-target", "unknown-model", "empty-models", "unknown-method"],
+)
+def test_bad_parameters_are_422(explainer: TestClient, query: str) -> None:
+    response = explainer.post(
+        f"/explain?{query}", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_model_without_maps_is_refused(client: TestClient) -> None:
+    response = client.post("/explain", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
+    assert response.status_code == 422
+    assert "exported with Grad-CAM maps" in response.json()["detail"]
+
+
+def test_a_model_without_maps_is_refused_when_named(
+    make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+) -> None:
+    specs = [*SPECS, ModelSpec("inception_resnet_v2", probabilities=[0.2, 0.3, 0.5])]
+    client = make_client(make_models(specs, order=["efficientnet_v2_b2"]))
+    named = client.post(
+        "/explain?models=inception_resnet_v2",
+        content=png_bytes(gradient()),
+        headers={"Content-Type": "image/png"},
+    )
+    assert named.status_code == 422
+    assert "without Grad-CAM maps" in named.json()["detail"]
+    default = client.post("/explain", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
+    assert set(default.json()["explanations"]) == {"scratch", "efficientnet_v2_b2", "ensemble"}
