@@ -103,11 +103,49 @@ def _predict(args: argparse.Namespace) -> int:
     return status
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from service.api.schemas import PredictResponse
+    from service.inference.gradcam import heatmap_png, overlay_png
+    from service.inference.preprocessing import decode_image
+
+    loaded = _load(args)
+    if loaded is None:
+        return EXIT_STARTUP
+    settings, predictor = loaded
+    try:
+        models = predictor.explanation_request(args.target, args.models.split(",") if args.models else None)
+    except RequestError as exc:
+        sys.stderr.write(f"{exc.detail}\n")
+        return EXIT_STARTUP
+    status = 0
+    for name in args.files:
+        path = Path(name)
+        try:
+            image = decode_image(
+                path.read_bytes(), declared=SUFFIXES.get(path.suffix.lower()), max_pixels=settings.max_pixels
+            )
+        except (OSError, RequestError) as exc:
+            sys.stderr.write(f"{name}: {exc.detail if isinstance(exc, RequestError) else exc}\n")
+            status = EXIT_SOME_FAILED
+            continue
+        result = predictor.explain_gradcam(image, target=args.target, models=models)
+        folder = args.out / path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        for model, heatmap in {**result.maps, "ensemble": result.ensemble}.items():
+            (folder / f"{model}-gradcam-heatmap.png").write_bytes(heatmap_png(heatmap))
+            (folder / f"{model}-gradcam-overlay.png").write_bytes(overlay_png(image.pixels, heatmap))
+        response = PredictResponse.from_prediction(result.prediction, uuid.uuid4().hex)
+        (folder / "prediction.json").write_text(response.model_dump_json(exclude_none=True, indent=2) + "\n")
+        sys.stdout.write(f"{folder}\n")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `xray`."""
     parser = argparse.ArgumentParser(
         prog="xray",
-        description="Chest X-ray triage: serve, predict, train, export, evaluate. Not for clinical use.",
+        description="Chest X-ray triage: serve, predict, explain, train, export, evaluate.\n"
+        "Not for clinical use.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -130,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG or DICOM files")
     predict.add_argument("--pretty", action="store_true", help="indent the JSON")
     predict.set_defaults(handler=_predict)
+
+    explain = commands.add_parser("explain", help="write Grad-CAM heatmaps and overlays for files, offline")
+    common(explain)
+    explain.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG or DICOM files")
+    explain.add_argument("--out", type=Path, required=True, help="folder; one sub-folder per file")
+    explain.add_argument("--target", default="predicted", help="`predicted` or a class name")
+    explain.add_argument("--models", help="comma-separated models (default: all with Grad-CAM maps)")
+    explain.set_defaults(handler=_explain)
 
     # The training subcommands (train, export, evaluate) import TensorFlow only when they run.
     from training.cli import register

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from service.core.config import Settings
 from service.core.cpu import available_cpus
-from service.errors import ModelLoadError, ProviderUnavailableError
+from service.errors import InvalidParametersError, ModelLoadError, ProviderUnavailableError
 from service.inference.ensemble import (
     CLASSIC,
     CONFIDENCE,
@@ -150,6 +150,34 @@ class Predictor:
     def gradcam_models(self) -> list[str]:
         """The models whose graphs give Grad-CAM maps."""
         return [name for name, model in self.models.items() if model.entry.outputs.class_maps]
+
+    def explanation_request(self, target: str, models: Sequence[str] | None) -> list[str]:
+        """Check an explanation's target and models; return the models to explain.
+
+        Args:
+            target: "predicted" or a class name.
+            models: Model names, or None for every model with Grad-CAM maps.
+
+        Raises:
+            InvalidParametersError: An unknown target or model, or a model without maps.
+        """
+        if target != "predicted" and target not in self.classes:
+            raise InvalidParametersError(
+                f"target must be `predicted` or one of {list(self.classes)}, got {target!r}"
+            )
+        available = self.gradcam_models()
+        if not available:
+            raise InvalidParametersError(
+                "none of the loaded models was exported with Grad-CAM maps (outputs.class_maps)"
+            )
+        chosen = list(models) if models is not None else available
+        unknown = [name for name in chosen if name not in self.models]
+        if unknown or not chosen:
+            raise InvalidParametersError(f"models must name some of {list(self.models)}, got {list(chosen)}")
+        without = [name for name in chosen if name not in available]
+        if without:
+            raise InvalidParametersError(f"model(s) {without} were exported without Grad-CAM maps")
+        return chosen
 
     def explain_gradcam(self, image: DecodedImage, *, target: str, models: Sequence[str]) -> GradCamResult:
         """Predict one image and compute Grad-CAM maps in the same forward pass.

@@ -122,3 +122,50 @@ def test_the_service_and_its_command_line_never_import_tensorflow() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_explain_writes_heatmaps_overlays_and_the_prediction(
+    make_models, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.factories import ModelSpec
+
+    models = make_models(
+        [
+            ModelSpec(
+                "scratch", weights=[-1.0, 2.0, 3.0], bias=[0.0, 0.0, 0.0], height=64, width=64, with_maps=True
+            )
+        ],
+        order=["scratch"],
+    )
+    image = tmp_path / "chest.png"
+    image.write_bytes(png_bytes(gradient(100, 80)))
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "explain",
+                "--models-dir",
+                str(models),
+                "--out",
+                str(out),
+                "--target",
+                "tuberculosis",
+                str(image),
+            ]
+        )
+        == 0
+    )
+    folder = out / "chest"
+    assert capsys.readouterr().out.strip() == str(folder)
+    for name in ("scratch", "ensemble"):
+        for kind in ("heatmap", "overlay"):
+            assert (folder / f"{name}-gradcam-{kind}.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((folder / "prediction.json").read_text())["models"]["scratch"]["label"] in {
+        "normal",
+        "pneumonia",
+        "tuberculosis",
+    }
+    assert (
+        main(["explain", "--models-dir", str(models), "--out", str(out), "--target", "covid", str(image)])
+        == 2
+    )

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from service.api.deps import ReadyStateDep, UploadDep, require_api_key
 from service.api.routes._openapi import IMAGE_REQUEST_BODY, problems
 from service.api.schemas import ExplainResponse
-from service.errors import InvalidParametersError
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -38,22 +37,8 @@ async def explain(
     map is the models' maps weighted by each model's probability of the target class.
     """
     predictor = state.predictor
-    if target != "predicted" and target not in predictor.classes:
-        raise InvalidParametersError(
-            f"target must be `predicted` or one of {list(predictor.classes)}, got {target!r}"
-        )
-    available = predictor.gradcam_models()
-    if not available:
-        raise InvalidParametersError(
-            "none of the loaded models was exported with Grad-CAM maps (outputs.class_maps)"
-        )
-    chosen = [name.strip() for name in models.split(",") if name.strip()] if models else available
-    unknown = [name for name in chosen if name not in predictor.models]
-    if unknown or not chosen:
-        raise InvalidParametersError(f"models must name some of {list(predictor.models)}, got {models!r}")
-    without = [name for name in chosen if name not in available]
-    if without:
-        raise InvalidParametersError(f"model(s) {without} were exported without Grad-CAM maps")
+    names = [name.strip() for name in models.split(",") if name.strip()] if models is not None else None
+    chosen = predictor.explanation_request(target, names)
     result, pngs = await state.explain_gradcam(upload.data, upload.declared, target=target, models=chosen)
     layers = {
         name: model.entry.gradcam.layer if model.entry.gradcam else None
