@@ -107,13 +107,16 @@ def _explain(args: argparse.Namespace) -> int:
     from service.api.schemas import PredictResponse
     from service.inference.gradcam import heatmap_png, overlay_png
     from service.inference.preprocessing import decode_image
+    from service.inference.shap import ShapBudget
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_STARTUP
     settings, predictor = loaded
     try:
-        models = predictor.explanation_request(args.target, args.models.split(",") if args.models else None)
+        models = predictor.explanation_request(
+            args.target, args.models.split(",") if args.models else None, args.method
+        )
     except RequestError as exc:
         sys.stderr.write(f"{exc.detail}\n")
         return EXIT_STARTUP
@@ -128,12 +131,20 @@ def _explain(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{name}: {exc.detail if isinstance(exc, RequestError) else exc}\n")
             status = EXIT_SOME_FAILED
             continue
-        result = predictor.explain_gradcam(image, target=args.target, models=models)
+        budget = ShapBudget.starting_now(args.max_evals, settings.shap_time_limit_seconds)
+        try:
+            result = predictor.explain(
+                image, method=args.method, target=args.target, models=models, shap_budget=budget
+            )
+        except RequestError as exc:
+            sys.stderr.write(f"{name}: {exc.detail}\n")
+            status = EXIT_SOME_FAILED
+            continue
         folder = args.out / path.stem
         folder.mkdir(parents=True, exist_ok=True)
         for model, heatmap in {**result.maps, "ensemble": result.ensemble}.items():
-            (folder / f"{model}-gradcam-heatmap.png").write_bytes(heatmap_png(heatmap))
-            (folder / f"{model}-gradcam-overlay.png").write_bytes(overlay_png(image.pixels, heatmap))
+            (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heatmap_png(heatmap))
+            (folder / f"{model}-{args.method}-overlay.png").write_bytes(overlay_png(image.pixels, heatmap))
         response = PredictResponse.from_prediction(result.prediction, uuid.uuid4().hex)
         (folder / "prediction.json").write_text(response.model_dump_json(exclude_none=True, indent=2) + "\n")
         sys.stdout.write(f"{folder}\n")
@@ -169,12 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--pretty", action="store_true", help="indent the JSON")
     predict.set_defaults(handler=_predict)
 
-    explain = commands.add_parser("explain", help="write Grad-CAM heatmaps and overlays for files, offline")
+    explain = commands.add_parser(
+        "explain", help="write explanation heatmaps and overlays for files, offline"
+    )
     common(explain)
     explain.add_argument("files", nargs="+", metavar="FILE", help="PNG, JPEG or DICOM files")
     explain.add_argument("--out", type=Path, required=True, help="folder; one sub-folder per file")
     explain.add_argument("--target", default="predicted", help="`predicted` or a class name")
-    explain.add_argument("--models", help="comma-separated models (default: all with Grad-CAM maps)")
+    explain.add_argument("--models", help="comma-separated models (default: all the method can explain)")
+    explain.add_argument("--method", choices=("gradcam", "shap"), default="gradcam")
+    explain.add_argument("--max-evals", type=int, default=300, help="SHAP evaluations per model")
     explain.set_defaults(handler=_explain)
 
     # The training subcommands (train, export, evaluate) import TensorFlow only when they run.

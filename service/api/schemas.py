@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.inference.ensemble import Decision
-from service.inference.predictor import GradCamResult, Prediction, Predictor
+from service.inference.predictor import Explanation, Prediction, Predictor
 
 
 class ModelResult(BaseModel):
@@ -113,9 +113,9 @@ class ExplainResponse(PredictResponse):
     explanations: dict[str, MapResult] = Field(description="Per model, and `ensemble`.")
 
     @classmethod
-    def from_gradcam(
+    def from_explanation(
         cls,
-        result: GradCamResult,
+        result: Explanation,
         pngs: dict[str, tuple[str, str]],
         layers: dict[str, str | None],
         request_id: str,
@@ -125,7 +125,11 @@ class ExplainResponse(PredictResponse):
         target = result.prediction.classes[result.target_index]
         explanations = {
             name: MapResult(
-                method="gradcam", target=target, layer=layers.get(name), heatmap_png=heat, overlay_png=overlay
+                method=result.method,
+                target=target,
+                layer=layers.get(name),
+                heatmap_png=heat,
+                overlay_png=overlay,
             )
             for name, (heat, overlay) in pngs.items()
         }

@@ -13,9 +13,10 @@ from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
 from service.inference.gradcam import heatmap_png, overlay_png
-from service.inference.predictor import GradCamResult, Prediction, Predictor
+from service.inference.predictor import Explanation, ExplanationMethod, Prediction, Predictor
 from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image
 from service.inference.scheduler import InferenceScheduler
+from service.inference.shap import ShapBudget
 
 logger = logging.getLogger(__name__)
 
@@ -85,17 +86,29 @@ class ServiceState:
         job = self._guarded(run)
         return await self.scheduler.run(lambda: job(data, declared))
 
-    async def explain_gradcam(
-        self, data: bytes, declared: ImageFormat | None, *, target: str, models: Sequence[str]
-    ) -> tuple[GradCamResult, dict[str, tuple[str, str]]]:
-        """Predict one upload with Grad-CAM maps, and render each map as base64 PNGs.
+    async def explain(
+        self,
+        data: bytes,
+        declared: ImageFormat | None,
+        *,
+        method: ExplanationMethod,
+        target: str,
+        models: Sequence[str],
+        max_evals: int,
+    ) -> tuple[Explanation, dict[str, tuple[str, str]]]:
+        """Predict one upload with explanation maps, and render each map as base64 PNGs.
+
+        The SHAP time limit starts when the job starts, not while it waits in the queue.
 
         Returns:
             The result and, per model and `ensemble`, (heatmap PNG, overlay PNG) in base64.
         """
 
-        def run(image: DecodedImage) -> tuple[GradCamResult, dict[str, tuple[str, str]]]:
-            result = self.predictor.explain_gradcam(image, target=target, models=models)
+        def run(image: DecodedImage) -> tuple[Explanation, dict[str, tuple[str, str]]]:
+            budget = ShapBudget.starting_now(max_evals, self.settings.shap_time_limit_seconds)
+            result = self.predictor.explain(
+                image, method=method, target=target, models=models, shap_budget=budget
+            )
             self.metrics.observe_batch([result.prediction])
             maps = {**result.maps, "ensemble": result.ensemble}
             pngs = {

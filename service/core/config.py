@@ -72,6 +72,15 @@ class Settings(BaseSettings):
         description="Requests admitted to decoding and inference at once; more get 503.",
     )
 
+    # Explanations.
+    shap_max_evals: int = Field(
+        default=1000, ge=10, description="Most SHAP model evaluations per model a request may ask for."
+    )
+    shap_default_evals: int = Field(default=300, ge=10, description="SHAP evaluations per model by default.")
+    shap_time_limit_seconds: float = Field(
+        default=60.0, gt=0, description="A SHAP explanation still running after this is stopped with a 422."
+    )
+
     # HTTP.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -31,14 +32,19 @@ from service.inference.gradcam import FloatMap, normalise, upsample
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from service.inference.preprocessing import DecodedImage, DicomReference, ImageFormat, decode_image
 from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
+from service.inference.shap import ShapBudget, shap_map
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GradCamResult:
-    """A prediction with its Grad-CAM maps (values in [0, 1], at the submitted image's size)."""
+ExplanationMethod = Literal["gradcam", "shap"]
 
+
+@dataclass(frozen=True)
+class Explanation:
+    """A prediction with its explanation maps (values in [0, 1], at the submitted image's size)."""
+
+    method: ExplanationMethod
     prediction: Prediction
     target_index: int
     maps: dict[str, FloatMap]
@@ -151,12 +157,15 @@ class Predictor:
         """The models whose graphs give Grad-CAM maps."""
         return [name for name, model in self.models.items() if model.entry.outputs.class_maps]
 
-    def explanation_request(self, target: str, models: Sequence[str] | None) -> list[str]:
+    def explanation_request(
+        self, target: str, models: Sequence[str] | None, method: ExplanationMethod = "gradcam"
+    ) -> list[str]:
         """Check an explanation's target and models; return the models to explain.
 
         Args:
             target: "predicted" or a class name.
-            models: Model names, or None for every model with Grad-CAM maps.
+            models: Model names, or None for every model the method can explain.
+            method: "gradcam" (needs the class-map output) or "shap" (any model).
 
         Raises:
             InvalidParametersError: An unknown target or model, or a model without maps.
@@ -165,7 +174,7 @@ class Predictor:
             raise InvalidParametersError(
                 f"target must be `predicted` or one of {list(self.classes)}, got {target!r}"
             )
-        available = self.gradcam_models()
+        available = self.gradcam_models() if method == "gradcam" else list(self.models)
         if not available:
             raise InvalidParametersError(
                 "none of the loaded models was exported with Grad-CAM maps (outputs.class_maps)"
@@ -179,26 +188,44 @@ class Predictor:
             raise InvalidParametersError(f"model(s) {without} were exported without Grad-CAM maps")
         return chosen
 
-    def explain_gradcam(self, image: DecodedImage, *, target: str, models: Sequence[str]) -> GradCamResult:
-        """Predict one image and compute Grad-CAM maps in the same forward pass.
+    def explain(
+        self,
+        image: DecodedImage,
+        *,
+        method: ExplanationMethod,
+        target: str,
+        models: Sequence[str],
+        shap_budget: ShapBudget | None = None,
+    ) -> Explanation:
+        """Predict one image and explain the target class for each of `models`.
+
+        Grad-CAM comes from the same forward pass as the probabilities; SHAP costs up to
+        `shap_budget.max_evals` further evaluations per model.
 
         Args:
             image: The decoded upload.
+            method: "gradcam" or "shap".
             target: "predicted" (the classic ensemble's label) or a class name.
-            models: The models to explain; each must be in `gradcam_models()`.
+            models: The models to explain (see `explanation_request`).
+            shap_budget: Required for SHAP.
 
         Returns:
-            The prediction, the target class, each model's normalised map and the ensemble map,
-            all at the submitted image's size.
+            The prediction, the target class, each model's normalised map and the ensemble map
+            (each model's map weighted by its probability of the target), at the image's size.
         """
-        probabilities, maps, timings = self._run([image], maps_for=models)
+        probabilities, maps, timings = self._run([image], maps_for=models if method == "gradcam" else ())
         (prediction,) = self._combine([image], probabilities, timings)
         index = (
             prediction.ensembles[CLASSIC].label_index if target == "predicted" else self.classes.index(target)
         )
+        if method == "gradcam":
+            small = {name: normalise(maps[name][0, ..., index]) for name in models}
+        else:
+            if shap_budget is None:
+                raise ValueError("SHAP needs a budget")
+            small = {name: shap_map(self.models[name], image.pixels, index, shap_budget) for name in models}
         height, width = image.size
-        per_model = {name: upsample(normalise(maps[name][0, ..., index]), height, width) for name in models}
-        # The ensemble map: each model's normalised map weighted by its probability of the target.
+        per_model = {name: upsample(heatmap, height, width) for name, heatmap in small.items()}
         weights = np.asarray(
             [prediction.models[name].probabilities[index] for name in models], dtype=np.float32
         )
@@ -206,7 +233,7 @@ class Predictor:
             weights = np.ones_like(weights)
         stacked = np.stack([per_model[name] for name in models])
         ensemble = normalise(np.tensordot(weights / weights.sum(), stacked, axes=1))
-        return GradCamResult(prediction=prediction, target_index=index, maps=per_model, ensemble=ensemble)
+        return Explanation(method, prediction, index, per_model, ensemble)
 
     def predict_bytes(self, data: bytes, *, declared: ImageFormat | None, max_pixels: int) -> Prediction:
         """Decode one upload and predict it (the offline and single-request path)."""

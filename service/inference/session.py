@@ -183,7 +183,12 @@ class OnnxModel:
             Float32 batch in the manifest's layout, channels, and value range.
         """
         spec = self.entry.input
-        batch = np.stack([resize_gray(image, spec.height, spec.width) for image in images]).astype(np.float32)
+        return self.from_gray(np.stack([resize_gray(image, spec.height, spec.width) for image in images]))
+
+    def from_gray(self, batch: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> npt.NDArray[np.float32]:
+        """Gray images already at the input size, (n, height, width) in [0, 255], as the input tensor."""
+        spec = self.entry.input
+        batch = np.asarray(batch, dtype=np.float32)
         low, high = spec.value_range
         if (low, high) != (0.0, 255.0):
             batch = (batch * np.float32((high - low) / 255.0) + np.float32(low)).astype(np.float32)

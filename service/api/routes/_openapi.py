@@ -37,7 +37,8 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or wrong API key",
         413: "Too many bytes or pixels",
         415: "Unsupported media type",
-        422: "Invalid parameters",
+        422: "Invalid parameters, or an explanation beyond the server's budget",
+        501: "The explanation method is not installed on this server",
         503: "Not ready, overloaded, or inference failed (see Retry-After)",
     }
     return {

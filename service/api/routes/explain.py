@@ -1,4 +1,4 @@
-"""`POST /explain`: the `/predict` answer plus Grad-CAM maps per model and for the ensemble."""
+"""`POST /explain`: the `/predict` answer plus Grad-CAM or SHAP maps per model and for the ensemble."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from service.api.deps import ReadyStateDep, UploadDep, require_api_key
 from service.api.routes._openapi import IMAGE_REQUEST_BODY, problems
 from service.api.schemas import ExplainResponse
+from service.errors import InvalidParametersError
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -17,7 +18,7 @@ router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
     "/explain",
     response_model=ExplainResponse,
     response_model_exclude_none=True,
-    responses=problems(400, 401, 413, 415, 422, 503),
+    responses=problems(400, 401, 413, 415, 422, 501, 503),
     openapi_extra=IMAGE_REQUEST_BODY,
     summary="Classify one radiograph and show where each model looked",
 )
@@ -25,23 +26,38 @@ async def explain(
     request: Request,
     state: ReadyStateDep,
     upload: UploadDep,
-    method: Annotated[Literal["gradcam"], Query(description="Explanation method.")] = "gradcam",
+    method: Annotated[Literal["gradcam", "shap"], Query(description="Explanation method.")] = "gradcam",
     target: Annotated[
         str, Query(description="`predicted` (the classic ensemble's label) or a class.")
     ] = "predicted",
     models: Annotated[str | None, Query(description="Comma-separated models; default: all.")] = None,
+    max_evals: Annotated[
+        int | None,
+        Query(ge=10, description="SHAP evaluations per model (default and maximum: server settings)."),
+    ] = None,
 ) -> ExplainResponse:
-    """Grad-CAM (Selvaraju et al.) maps from the same forward pass as the probabilities.
+    """Grad-CAM (Selvaraju et al.) or SHAP (Lundberg & Lee) maps for the target class.
 
-    Each map is normalised to [0, 1] and upsampled to the submitted image's size; the `ensemble`
-    map is the models' maps weighted by each model's probability of the target class.
+    Grad-CAM comes from the same forward pass as the probabilities. SHAP (Partition explainer,
+    blurred-image masker) costs up to `max_evals` model evaluations per model and is stopped at
+    the server's time limit. Each map is normalised to [0, 1] and upsampled to the submitted
+    image's size; the `ensemble` map is the models' maps weighted by each model's probability of
+    the target class.
     """
+    settings = state.settings
+    evals = max_evals if max_evals is not None else settings.shap_default_evals
+    if method == "shap" and evals > settings.shap_max_evals:
+        raise InvalidParametersError(
+            f"max_evals {evals} is above this server's SHAP budget of {settings.shap_max_evals} evaluations"
+        )
     predictor = state.predictor
     names = [name.strip() for name in models.split(",") if name.strip()] if models is not None else None
-    chosen = predictor.explanation_request(target, names)
-    result, pngs = await state.explain_gradcam(upload.data, upload.declared, target=target, models=chosen)
+    chosen = predictor.explanation_request(target, names, method)
+    result, pngs = await state.explain(
+        upload.data, upload.declared, method=method, target=target, models=chosen, max_evals=evals
+    )
     layers = {
-        name: model.entry.gradcam.layer if model.entry.gradcam else None
+        name: model.entry.gradcam.layer if model.entry.gradcam and method == "gradcam" else None
         for name, model in predictor.models.items()
     }
-    return ExplainResponse.from_gradcam(result, pngs, layers, request.state.request_id)
+    return ExplainResponse.from_explanation(result, pngs, layers, request.state.request_id)

@@ -106,3 +106,63 @@ def test_a_model_without_maps_is_refused_when_named(
     assert "without Grad-CAM maps" in named.json()["detail"]
     default = client.post("/explain", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
     assert set(default.json()["explanations"]) == {"scratch", "efficientnet_v2_b2", "ensemble"}
+
+
+class TestShap:
+    def test_shap_maps_for_every_model_and_the_ensemble(self, explainer: TestClient) -> None:
+        response = explainer.post(
+            "/explain?method=shap&target=tuberculosis&max_evals=100",
+            content=png_bytes(gradient(70, 50)),
+            headers={"Content-Type": "image/png"},
+        )
+        assert response.status_code == 200, response.text
+        explanations = response.json()["explanations"]
+        assert set(explanations) == {"scratch", "efficientnet_v2_b2", "ensemble"}
+        for explanation in explanations.values():
+            assert explanation["method"] == "shap"
+            assert "layer" not in explanation
+            assert decode(explanation["heatmap_png"]).shape == (70, 50)
+            assert decode(explanation["overlay_png"]).shape == (70, 50, 3)
+
+    def test_shap_works_on_models_without_class_maps(self, client: TestClient) -> None:
+        response = client.post(
+            "/explain?method=shap&max_evals=50&models=scratch",
+            content=png_bytes(gradient()),
+            headers={"Content-Type": "image/png"},
+        )
+        assert response.status_code == 200, response.text
+
+    def test_more_evaluations_than_the_budget_are_refused(
+        self, make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+    ) -> None:
+        client = make_client(make_models(SPECS, order=["efficientnet_v2_b2"]), shap_max_evals=200)
+        response = client.post(
+            "/explain?method=shap&max_evals=201",
+            content=png_bytes(gradient()),
+            headers={"Content-Type": "image/png"},
+        )
+        assert response.status_code == 422
+        assert "budget of 200" in response.json()["detail"]
+
+    def test_the_time_limit_stops_an_explanation_with_a_4xx(
+        self, make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+    ) -> None:
+        client = make_client(make_models(SPECS, order=["efficientnet_v2_b2"]), shap_time_limit_seconds=1e-6)
+        response = client.post(
+            "/explain?method=shap", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+        )
+        assert response.status_code == 422
+        assert response.json()["type"].endswith("explanation-limit")
+        assert client.get("/health/ready").status_code == 200
+
+    def test_without_the_shap_package_the_answer_is_501(
+        self, explainer: TestClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import sys
+
+        monkeypatch.setitem(sys.modules, "shap", None)  # makes `import shap` fail
+        response = explainer.post(
+            "/explain?method=shap", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+        )
+        assert response.status_code == 501
+        assert "explain` extra" in response.json()["detail"]

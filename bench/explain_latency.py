@@ -1,0 +1,110 @@
+"""Latency of /predict, /explain?method=gradcam and /explain?method=shap over real HTTP.
+
+    python -m bench.explain_latency --models-dir models --image ../shared/data/cxr/images/normal/x.jpg
+
+Starts `xray serve` on a free loopback port, sends each request `--repeat` times from one client
+(after two warm-up requests), and prints a Markdown table of median and p90 latency, and the
+ratio to /predict. Writes JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(url: str, body: bytes, content_type: str) -> float:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=600) as response:
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{url}: HTTP {response.status}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    """Run the benchmark and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--shap-repeat", type=int, default=3)
+    parser.add_argument("--shap-evals", type=int, default=300)
+    parser.add_argument("--json", type=Path, default=Path("runs/bench/explain_latency.json"))
+    args = parser.parse_args()
+    content_type = "application/dicom" if args.image.suffix.lower() == ".dcm" else "image/jpeg"
+    if args.image.suffix.lower() == ".png":
+        content_type = "image/png"
+    body = args.image.read_bytes()
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "XRAY_MODELS_DIR": str(args.models_dir), "XRAY_LOG_LEVEL": "WARNING"}
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health/ready", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the server did not become ready") from None
+                time.sleep(0.2)
+        cases = [
+            ("/predict", f"{base}/predict", args.repeat),
+            ("/explain gradcam", f"{base}/explain?method=gradcam", args.repeat),
+            (
+                f"/explain shap ({args.shap_evals} evals)",
+                f"{base}/explain?method=shap&max_evals={args.shap_evals}",
+                args.shap_repeat,
+            ),
+        ]  # fmt: skip
+        rows = []
+        for name, url, repeat in cases:
+            for _ in range(2):
+                _post(url, body, content_type)
+            times = sorted(_post(url, body, content_type) for _ in range(repeat))
+            rows.append(
+                {
+                    "request": name,
+                    "n": repeat,
+                    "median_ms": round(1000 * statistics.median(times), 1),
+                    "p90_ms": round(1000 * times[min(len(times) - 1, int(0.9 * len(times)))], 1),
+                }
+            )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    for row in rows:
+        row["vs_predict"] = round(row["median_ms"] / rows[0]["median_ms"], 2)
+    header = list(rows[0])
+    table = [
+        f"Latency, one client, {os.cpu_count()} CPUs, models in {args.models_dir}, image {args.image.name}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(row[key]) for key in header) + " |" for row in rows),
+    ]
+    sys.stdout.write("\n".join(table) + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
