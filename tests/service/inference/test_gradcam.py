@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from service.inference.gradcam import heatmap_png, normalise, overlay_png, upsample
+from service.inference.gradcam import encode_png, heatmap_png, normalise, overlay_png, upsample
 
 
 def test_normalise_is_relu_then_divide_by_the_maximum() -> None:
@@ -35,3 +36,11 @@ def test_pngs_have_the_image_size() -> None:
     # Where the map is zero the X-ray shows through unchanged; where it is one, the colour map does.
     np.testing.assert_array_equal(overlay[45], np.full((40, 3), 100))
     assert not np.array_equal(overlay[10], np.full((40, 3), 100))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (37, 53, 3), (1, 1), (512, 512, 3)])
+def test_png_encoder_round_trips_through_pillow(shape: tuple[int, ...]) -> None:
+    array = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(encode_png(array)))
+    assert decoded.mode == ("RGB" if len(shape) == 3 else "L")
+    np.testing.assert_array_equal(np.asarray(decoded), array)
