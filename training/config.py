@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
     class_weights: bool = True
     mixed_precision: bool = False
     seed: int = 42
+    quantize: Literal["none", "int8"] = Field(
+        default="none", description="serve an INT8 copy (onnxruntime static QDQ) instead of float32"
+    )
     steps_per_epoch: int | None = Field(default=None, ge=1, description="cap, for quick runs")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 

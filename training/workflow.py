@@ -87,9 +87,11 @@ def export_and_calibrate(
     from training.export import export_run, load_run_config, onnx_logits
 
     config = load_run_config(run_dir)
-    val_images = load_images(split.val, config.size, cache_dir)
-    entry = export_run(run_dir, models_dir, np.asarray(val_images[:8]), version=version)
-    logits = onnx_logits(models_dir / entry["file"], np.asarray(val_images))
+    val_images = np.asarray(load_images(split.val, config.size, cache_dir))
+    entry = export_run(run_dir, models_dir, val_images[:8], version=version)
+    if config.quantize == "int8":
+        entry = _quantize_entry(entry, run_dir, models_dir, split, cache_dir, val_images, config.seed)
+    logits = onnx_logits(models_dir / entry["file"], val_images)
     labels = labels_of(split.val)
     temperature = fit_temperature(logits, labels)
     raw, calibrated = calibrated_softmax(logits, 1.0), calibrated_softmax(logits, temperature)
@@ -121,6 +123,44 @@ def export_and_calibrate(
         entry["metrics"]["validation"]["ece_calibrated"],
     )
     return entry
+
+
+def _quantize_entry(
+    entry: dict[str, Any],
+    run_dir: Path,
+    models_dir: Path,
+    split: Split,
+    cache_dir: Path,
+    val_images: np.ndarray,
+    seed: int,
+    calibration_count: int = 64,
+) -> dict[str, Any]:
+    """Serve an INT8 copy: quantize, compare with float on validation, keep the float file in the run."""
+    from service.inference.manifest import file_sha256
+    from training.export import onnx_logits
+    from training.quantize import quantize_int8
+
+    float_path = models_dir / entry["file"]
+    int8_path = float_path.with_suffix(".int8.onnx")
+    train_images = load_images(split.train, entry["input"]["height"], cache_dir)
+    count = min(calibration_count, len(train_images))
+    picks = np.sort(np.random.default_rng(seed).choice(len(train_images), count, replace=False))
+    quantization = quantize_int8(float_path, int8_path, np.asarray(train_images[picks]))
+    float_probabilities = calibrated_softmax(onnx_logits(float_path, val_images), 1.0)
+    int8_probabilities = calibrated_softmax(onnx_logits(int8_path, val_images), 1.0)
+    quantization.update(
+        {
+            "float_file_sha256": entry["sha256"],
+            "float_bytes": float_path.stat().st_size,
+            "int8_bytes": int8_path.stat().st_size,
+            "val_top1_agreement_with_float": float(
+                np.mean(float_probabilities.argmax(1) == int8_probabilities.argmax(1))
+            ),
+            "val_max_probability_difference": float(np.abs(float_probabilities - int8_probabilities).max()),
+        }
+    )
+    float_path.replace(run_dir / f"{entry['name']}.float.onnx")
+    return {**entry, "file": int8_path.name, "sha256": file_sha256(int8_path), "quantization": quantization}
 
 
 def choose_ensembles(

@@ -86,6 +86,9 @@ class ModelEntry(_Strict):
     outputs: OutputSpec
     temperature: float = Field(default=1.0, gt=0.0)
     gradcam: GradCamSpec | None = None
+    quantization: dict[str, Any] | None = Field(
+        default=None, description="How the served file was quantized, and how it compares with float."
+    )
     metrics: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
