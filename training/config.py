@@ -49,6 +49,13 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(default=1.0, ge=0, description="linear learning-rate warm-up")
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     dropout: float = Field(default=0.2, ge=0, lt=1)
+    bn_momentum: float = Field(
+        default=0.9,
+        gt=0,
+        lt=1,
+        description="batch-norm moving-average momentum for every network; Keras' 0.99 needs ~700 steps "
+        "before inference-mode statistics are usable, several epochs of a dataset this size",
+    )
     patience: int = Field(default=6, ge=1, description="epochs without a better validation macro-F1")
     weights: str = Field(default="none", description="`imagenet`, a local weights file, or `none`")
     frozen_epochs: int = Field(

@@ -229,7 +229,12 @@ def train(
     strategy = strategy or make_strategy()
     with strategy.scope():
         built = build_model(
-            config.arch, config.size, len(CLASSES), dropout=config.dropout, weights=config.weights
+            config.arch,
+            config.size,
+            len(CLASSES),
+            dropout=config.dropout,
+            weights=config.weights,
+            bn_momentum=config.bn_momentum,
         )
         model = built.model
         if resume and (run_dir / "last.keras").is_file():

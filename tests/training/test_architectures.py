@@ -79,3 +79,10 @@ def test_flop_counter_matches_published_figures() -> None:
     # EfficientNetV2B2 at 260: 1.7 G multiply-adds (Tan & Le 2021, table 7 of the Keras docs).
     flops = count_flops(build_model("efficientnet_v2_b2", 260).model)
     assert flops / 2 == pytest.approx(1.7e9, rel=0.03)
+
+
+def test_batch_norm_momentum_is_set_on_every_layer() -> None:
+    model = build_model("efficientnet_v2_b2", 64, bn_momentum=0.9).model
+    momenta = {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.9}
+    assert keras.models.clone_model(model).get_layer("stem_bn").momentum == 0.9

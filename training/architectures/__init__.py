@@ -6,6 +6,8 @@ import collections
 import contextlib
 from collections.abc import Callable, Iterator
 
+import keras
+
 from training.architectures import efficientnet_v2_b2, inception_resnet_v2, scratch
 from training.architectures.common import BuiltModel
 
@@ -36,13 +38,32 @@ def fresh_layer_names() -> Iterator[None]:
 
 
 def build_model(
-    arch: str, size: int, num_classes: int = 3, *, dropout: float = 0.2, weights: str = "none"
+    arch: str,
+    size: int,
+    num_classes: int = 3,
+    *,
+    dropout: float = 0.2,
+    weights: str = "none",
+    bn_momentum: float | None = None,
 ) -> BuiltModel:
     """Build network `arch` for (size, size, 1) grayscale inputs in [0, 255].
+
+    Args:
+        arch: One of `BUILDERS`.
+        size: Input side.
+        num_classes: Number of classes.
+        dropout: Dropout before the linear head.
+        weights: `imagenet`, a local weights file of the backbone without its top, or `none`.
+        bn_momentum: If set, the moving-average momentum of every batch-norm layer.
 
     Raises:
         KeyError: Unknown architecture.
     """
     builder = BUILDERS[arch]
     with fresh_layer_names():
-        return builder(size, num_classes, dropout=dropout, weights=weights)
+        built = builder(size, num_classes, dropout=dropout, weights=weights)
+    if bn_momentum is not None:
+        for layer in built.model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
+    return built
