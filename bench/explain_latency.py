@@ -10,7 +10,6 @@ ratio to /predict. Writes JSON too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -20,6 +19,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from bench.report import publish
 
 
 def _free_port() -> int:
@@ -93,17 +94,11 @@ def main() -> None:
         server.wait(timeout=60)
     for row in rows:
         row["vs_predict"] = round(row["median_ms"] / rows[0]["median_ms"], 2)
-    header = list(rows[0])
-    table = [
+    publish(
         f"Latency, one client, {os.cpu_count()} CPUs, models in {args.models_dir}, image {args.image.name}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(row[key]) for key in header) + " |" for row in rows),
-    ]
-    sys.stdout.write("\n".join(table) + "\n")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2))
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

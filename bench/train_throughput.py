@@ -10,11 +10,9 @@ tracing) is timed apart and left out of the rate. Prints a Markdown table and wr
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bench.report import publish
 from training.architectures import build_model
 from training.augment import build_augmenter
 from training.config import ARCHITECTURES, AugmentConfig
@@ -80,18 +79,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("runs/bench/train_throughput.json"))
     args = parser.parse_args()
     rows = [measure(arch, args.size, args.batch, args.steps) for arch in args.arch or ARCHITECTURES]
-    header = list(rows[0])
-    table = [
+    publish(
         f"Training throughput, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(row[key]) for key in header) + " |" for row in rows),
-    ]
-    sys.stdout.write("\n".join(table) + "\n")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2))
+        rows,
+        args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from service.inference.preprocessing import SUFFIXES
 
 if TYPE_CHECKING:
     from service.inference.predictor import Predictor
+    from service.inference.preprocessing import DecodedImage
 
 logger = logging.getLogger("service.cli")
 
@@ -48,6 +49,20 @@ def _load(args: argparse.Namespace) -> tuple[Settings, Predictor] | None:
         return settings, load_predictor(settings)
     except StartupError as exc:
         logger.error("cannot load the models: %s", exc)
+        return None
+
+
+def _read_image(name: str, max_pixels: int) -> DecodedImage | None:
+    """Read and decode one file; None (after saying why on stderr) when it cannot be."""
+    from service.inference.preprocessing import decode_image
+
+    path = Path(name)
+    try:
+        return decode_image(
+            path.read_bytes(), declared=SUFFIXES.get(path.suffix.lower()), max_pixels=max_pixels
+        )
+    except (OSError, RequestError) as exc:
+        sys.stderr.write(f"{name}: {exc.detail if isinstance(exc, RequestError) else exc}\n")
         return None
 
 
@@ -82,17 +97,11 @@ def _predict(args: argparse.Namespace) -> int:
     settings, predictor = loaded
     status = 0
     for name in args.files:
-        path = Path(name)
-        try:
-            data = path.read_bytes()
-            prediction = predictor.predict_bytes(
-                data, declared=SUFFIXES.get(path.suffix.lower()), max_pixels=settings.max_pixels
-            )
-        except (OSError, RequestError) as exc:
-            detail = exc.detail if isinstance(exc, RequestError) else str(exc)
-            sys.stderr.write(f"{name}: {detail}\n")
+        image = _read_image(name, settings.max_pixels)
+        if image is None:
             status = EXIT_SOME_FAILED
             continue
+        (prediction,) = predictor.predict([image])
         response = PredictResponse.from_prediction(prediction, uuid.uuid4().hex)
         # One JSON document per line, in the order of the arguments: the same body as /predict.
         sys.stdout.write(
@@ -106,7 +115,6 @@ def _predict(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from service.api.schemas import PredictResponse
     from service.inference.gradcam import heatmap_png, overlay_png
-    from service.inference.preprocessing import decode_image
     from service.inference.shap import ShapBudget
 
     loaded = _load(args)
@@ -122,13 +130,8 @@ def _explain(args: argparse.Namespace) -> int:
         return EXIT_STARTUP
     status = 0
     for name in args.files:
-        path = Path(name)
-        try:
-            image = decode_image(
-                path.read_bytes(), declared=SUFFIXES.get(path.suffix.lower()), max_pixels=settings.max_pixels
-            )
-        except (OSError, RequestError) as exc:
-            sys.stderr.write(f"{name}: {exc.detail if isinstance(exc, RequestError) else exc}\n")
+        image = _read_image(name, settings.max_pixels)
+        if image is None:
             status = EXIT_SOME_FAILED
             continue
         budget = ShapBudget.starting_now(args.max_evals, settings.shap_time_limit_seconds)
@@ -140,7 +143,7 @@ def _explain(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{name}: {exc.detail}\n")
             status = EXIT_SOME_FAILED
             continue
-        folder = args.out / path.stem
+        folder = args.out / Path(name).stem
         folder.mkdir(parents=True, exist_ok=True)
         for model, heatmap in {**result.maps, "ensemble": result.ensemble}.items():
             (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heatmap_png(heatmap))
