@@ -53,10 +53,15 @@ class ServiceState:
         self.metrics.ready.set(1)
         logger.info("all models warmed up; ready")
 
-    def _guarded(self, run: Callable[[DecodedImage], T]) -> Callable[[bytes, ImageFormat | None], T]:
-        """Decode, then `run`; a runtime failure becomes a 503 that leaves the service up."""
+    async def _on_pool(
+        self, data: bytes, declared: ImageFormat | None, run: Callable[[DecodedImage], T]
+    ) -> T:
+        """Decode the upload and `run` on it, on the bounded inference pool.
 
-        def job(data: bytes, declared: ImageFormat | None) -> T:
+        A runtime failure becomes a 503 for this request and leaves the service up.
+        """
+
+        def job() -> T:
             image = decode_image(data, declared=declared, max_pixels=self.settings.max_pixels)
             try:
                 return run(image)
@@ -69,7 +74,7 @@ class ServiceState:
                     retry_after=1,
                 ) from exc
 
-        return job
+        return await self.scheduler.run(job)
 
     async def predict(self, data: bytes, declared: ImageFormat | None) -> Prediction:
         """Decode and predict one upload on the bounded inference pool.
@@ -83,8 +88,7 @@ class ServiceState:
             self.metrics.observe_batch(predictions)
             return predictions[0]
 
-        job = self._guarded(run)
-        return await self.scheduler.run(lambda: job(data, declared))
+        return await self._on_pool(data, declared, run)
 
     async def explain(
         self,
@@ -120,5 +124,4 @@ class ServiceState:
             }
             return result, pngs
 
-        job = self._guarded(run)
-        return await self.scheduler.run(lambda: job(data, declared))
+        return await self._on_pool(data, declared, run)

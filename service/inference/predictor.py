@@ -30,7 +30,7 @@ from service.inference.ensemble import (
 )
 from service.inference.gradcam import FloatMap, normalise, upsample
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
-from service.inference.preprocessing import DecodedImage, DicomReference, ImageFormat, decode_image
+from service.inference.preprocessing import DecodedImage, DicomReference
 from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
 from service.inference.shap import ShapBudget, shap_map
 
@@ -234,12 +234,6 @@ class Predictor:
         stacked = np.stack([per_model[name] for name in models])
         ensemble = normalise(np.tensordot(weights / weights.sum(), stacked, axes=1))
         return Explanation(method, prediction, index, per_model, ensemble)
-
-    def predict_bytes(self, data: bytes, *, declared: ImageFormat | None, max_pixels: int) -> Prediction:
-        """Decode one upload and predict it (the offline and single-request path)."""
-        image = decode_image(data, declared=declared, max_pixels=max_pixels)
-        (prediction,) = self.predict([image])
-        return prediction
 
     def warm_up(self) -> None:
         """Run each model once on a blank image, so the first request pays no lazy start-up.
