@@ -142,7 +142,9 @@ def maps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         predictor = load_predictor(Settings(models_dir=export(model, root / name)))
         result[name] = {
             target: [
-                predictor.explain_gradcam(as_image(pixels), target=target, models=["tiny"]).maps["tiny"]
+                predictor.explain(as_image(pixels), method="gradcam", target=target, models=["tiny"]).maps[
+                    "tiny"
+                ]
                 for pixels in pairs
             ]
             for target in CLASSES[:2]
