@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from training.config import CLASSES, SplitConfig
 
 logger = logging.getLogger(__name__)
@@ -172,6 +174,11 @@ def split_by_group(records: Sequence[Record], config: SplitConfig) -> Split:
             taken[name] += len(by_group[group])
             assigned[name].extend(by_group[group])
     return Split(**assigned)
+
+
+def labels_of(records: Sequence[Record], classes: Sequence[str] = CLASSES) -> np.ndarray:
+    """Class indices of `records` (int32), in the order of `classes`."""
+    return np.asarray([classes.index(record.label) for record in records], dtype=np.int32)
 
 
 def class_weights(labels: Iterable[int], num_classes: int) -> dict[int, float]:

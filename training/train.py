@@ -30,7 +30,7 @@ from training.architectures import build_model
 from training.augment import build_augmenter
 from training.cache import load_images
 from training.config import CLASSES, TrainConfig
-from training.data import Record, class_weights
+from training.data import Record, class_weights, labels_of
 from training.pipeline import make_dataset
 
 logger = logging.getLogger(__name__)
@@ -50,11 +50,6 @@ def make_strategy() -> tf.distribute.Strategy:
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
-
-
-def labels_of(records: list[Record]) -> np.ndarray:
-    """Class indices of `records`."""
-    return np.asarray([CLASSES.index(record.label) for record in records], dtype=np.int32)
 
 
 class MacroF1Checkpoint(keras.callbacks.Callback):

@@ -27,7 +27,7 @@ from training.calibration import (
     negative_log_likelihood,
 )
 from training.config import CLASSES, SplitConfig
-from training.data import Record, Split, read_dataset, split_by_group
+from training.data import Record, Split, labels_of, read_dataset, split_by_group
 from training.evaluate import ENSEMBLES, POOLED, predict_records, write_report
 from training.manifest import set_ensembles, update_model_fields, upsert_model
 from training.metrics import expected_calibration_error
@@ -71,11 +71,6 @@ def prepare_split(data_dir: Path, runs_dir: Path, config: SplitConfig) -> Split:
     for name, sources in split.summary().items():
         logger.info("%s: %s", name, sources)
     return split
-
-
-def labels_of(records: list[Record]) -> np.ndarray:
-    """Class indices of `records`."""
-    return np.asarray([CLASSES.index(record.label) for record in records], dtype=np.int64)
 
 
 def export_and_calibrate(
