@@ -114,7 +114,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from service.api.schemas import PredictResponse
-    from service.inference.gradcam import heatmap_png, overlay_png
+    from service.inference.gradcam import render
     from service.inference.shap import ShapBudget
 
     loaded = _load(args)
@@ -145,9 +145,10 @@ def _explain(args: argparse.Namespace) -> int:
             continue
         folder = args.out / Path(name).stem
         folder.mkdir(parents=True, exist_ok=True)
-        for model, heatmap in {**result.maps, "ensemble": result.ensemble}.items():
-            (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heatmap_png(heatmap))
-            (folder / f"{model}-{args.method}-overlay.png").write_bytes(overlay_png(image.pixels, heatmap))
+        for model, heatmap in result.all_maps.items():
+            heat, overlay = render(image.pixels, heatmap)
+            (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heat)
+            (folder / f"{model}-{args.method}-overlay.png").write_bytes(overlay)
         response = PredictResponse.from_prediction(result.prediction, uuid.uuid4().hex)
         (folder / "prediction.json").write_text(response.model_dump_json(exclude_none=True, indent=2) + "\n")
         sys.stdout.write(f"{folder}\n")

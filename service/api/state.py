@@ -12,7 +12,7 @@ from typing import TypeVar
 from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
-from service.inference.gradcam import heatmap_png, overlay_png
+from service.inference.gradcam import render
 from service.inference.predictor import Explanation, ExplanationMethod, Prediction, Predictor
 from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image
 from service.inference.scheduler import InferenceScheduler
@@ -114,14 +114,13 @@ class ServiceState:
                 image, method=method, target=target, models=models, shap_budget=budget
             )
             self.metrics.observe_batch([result.prediction])
-            maps = {**result.maps, "ensemble": result.ensemble}
-            pngs = {
-                name: (
-                    base64.b64encode(heatmap_png(heatmap)).decode("ascii"),
-                    base64.b64encode(overlay_png(image.pixels, heatmap)).decode("ascii"),
+            pngs = {}
+            for name, heatmap in result.all_maps.items():
+                heat, overlay = render(image.pixels, heatmap)
+                pngs[name] = (
+                    base64.b64encode(heat).decode("ascii"),
+                    base64.b64encode(overlay).decode("ascii"),
                 )
-                for name, heatmap in maps.items()
-            }
             return result, pngs
 
         return await self._on_pool(data, declared, run)

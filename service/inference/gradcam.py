@@ -120,3 +120,8 @@ def overlay_png(radiograph: npt.NDArray[np.uint8], heatmap: FloatMap, alpha: flo
     index = radiograph.astype(np.intp) * 256 + _levels(heatmap)
     overlay: npt.NDArray[np.uint8] = np.take(_overlay_table(alpha), index, axis=0)
     return encode_png(overlay)
+
+
+def render(radiograph: npt.NDArray[np.uint8], heatmap: FloatMap) -> tuple[bytes, bytes]:
+    """The two PNGs shown for one map: (heatmap, overlay on the radiograph)."""
+    return heatmap_png(heatmap), overlay_png(radiograph, heatmap)

@@ -50,6 +50,11 @@ class Explanation:
     maps: dict[str, FloatMap]
     ensemble: FloatMap
 
+    @property
+    def all_maps(self) -> dict[str, FloatMap]:
+        """Each model's map, then the ensemble's under `ensemble`."""
+        return {**self.maps, "ensemble": self.ensemble}
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -179,7 +184,7 @@ class Predictor:
             raise InvalidParametersError(
                 "none of the loaded models was exported with Grad-CAM maps (outputs.class_maps)"
             )
-        chosen = list(models) if models is not None else available
+        chosen = [name.strip() for name in models if name.strip()] if models is not None else available
         unknown = [name for name in chosen if name not in self.models]
         if unknown or not chosen:
             raise InvalidParametersError(f"models must name some of {list(self.models)}, got {list(chosen)}")

@@ -51,8 +51,7 @@ async def explain(
             f"max_evals {evals} is above this server's SHAP budget of {settings.shap_max_evals} evaluations"
         )
     predictor = state.predictor
-    names = [name.strip() for name in models.split(",") if name.strip()] if models is not None else None
-    chosen = predictor.explanation_request(target, names, method)
+    chosen = predictor.explanation_request(target, models.split(",") if models is not None else None, method)
     result, pngs = await state.explain(
         upload.data, upload.declared, method=method, target=target, models=chosen, max_evals=evals
     )
