@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -43,8 +44,6 @@ def make_strategy() -> tf.distribute.Strategy:
     MirroredStrategy; otherwise the default strategy. The model and optimizer are created under
     its scope, so the same code trains on one CPU or many GPUs.
     """
-    import os
-
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:

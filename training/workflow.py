@@ -7,6 +7,7 @@ test split, which nothing before has looked at.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 from collections.abc import Callable
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from sklearn.metrics import f1_score
 
 from service.core.config import Settings
 from service.core.logging import configure_logging
 from service.inference.ensemble import calibrated_softmax
+from service.inference.manifest import file_sha256
 from service.inference.predictor import load_predictor
 from training.cache import load_images
 from training.calibration import (
@@ -29,8 +32,10 @@ from training.calibration import (
 from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, split_by_group
 from training.evaluate import ENSEMBLES, POOLED, predict_records, write_report
+from training.export import export_run, load_run_config, onnx_logits
 from training.manifest import set_ensembles, update_model_fields, upsert_model
 from training.metrics import expected_calibration_error
+from training.quantize import quantize_int8
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +82,6 @@ def export_and_calibrate(
     run_dir: Path, models_dir: Path, split: Split, cache_dir: Path, *, version: str | None = None
 ) -> dict[str, Any]:
     """Export a run, fit its temperature on the validation split, and write its manifest entry."""
-    import json
-
-    from training.export import export_run, load_run_config, onnx_logits
-
     config = load_run_config(run_dir)
     val_images = np.asarray(load_images(split.val, config.size, cache_dir))
     entry = export_run(run_dir, models_dir, val_images[:8], version=version)
@@ -90,8 +91,6 @@ def export_and_calibrate(
     labels = labels_of(split.val)
     temperature = fit_temperature(logits, labels)
     raw, calibrated = calibrated_softmax(logits, 1.0), calibrated_softmax(logits, temperature)
-    from sklearn.metrics import f1_score
-
     entry["temperature"] = round(temperature, 6)
     entry["metrics"]["validation"] = {
         "images": len(labels),
@@ -131,10 +130,6 @@ def _quantize_entry(
     calibration_count: int = 64,
 ) -> dict[str, Any]:
     """Serve an INT8 copy: quantize, compare with float on validation, keep the float file in the run."""
-    from service.inference.manifest import file_sha256
-    from training.export import onnx_logits
-    from training.quantize import quantize_int8
-
     float_path = models_dir / entry["file"]
     int8_path = float_path.with_suffix(".int8.onnx")
     train_images = load_images(split.train, entry["input"]["height"], cache_dir)
