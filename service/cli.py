@@ -114,7 +114,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from service.api.schemas import PredictResponse
-    from service.inference.gradcam import render
+    from service.inference.gradcam import render_all
+    from service.inference.predictor import session_threads
     from service.inference.shap import ShapBudget
 
     loaded = _load(args)
@@ -145,8 +146,8 @@ def _explain(args: argparse.Namespace) -> int:
             continue
         folder = args.out / Path(name).stem
         folder.mkdir(parents=True, exist_ok=True)
-        for model, heatmap in result.all_maps.items():
-            heat, overlay = render(image.pixels, heatmap)
+        rendered = render_all(image.pixels, result.all_maps, threads=session_threads(settings).intra_op)
+        for model, (heat, overlay) in rendered.items():
             (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heat)
             (folder / f"{model}-{args.method}-overlay.png").write_bytes(overlay)
         response = PredictResponse.from_prediction(result.prediction, uuid.uuid4().hex)

@@ -60,6 +60,7 @@ def _split_config(args: argparse.Namespace) -> SplitConfig:
 
 def _train(args: argparse.Namespace) -> int:
     _require_training_stack()
+    from training.model_card import write_model_card
     from training.train import train
     from training.workflow import (
         choose_ensembles,
@@ -88,7 +89,10 @@ def _train(args: argparse.Namespace) -> int:
             )
     if not args.no_export and not args.no_evaluate:
         choose_ensembles(args.models_dir, split.val)
-        evaluate_models(args.models_dir, split.test, args.runs / "report")
+        evaluate_models(
+            args.models_dir, split.test, args.runs / "report", runs_dir=args.runs, cache_dir=cache
+        )
+        write_model_card(args.models_dir, args.runs / "report")
     return 0
 
 
@@ -105,19 +109,26 @@ def _export(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     _require_training_stack()
+    from training.model_card import write_model_card
     from training.workflow import choose_ensembles, evaluate_models, prepare_split
 
     split = prepare_split(args.data, args.runs, _split_config(args))
     if args.choose_ensembles:
         choose_ensembles(args.models_dir, split.val)
     records = split.part(args.split)
+    out = args.out or args.runs / f"report-{args.split}"
     evaluate_models(
         args.models_dir,
         records,
-        args.out or args.runs / f"report-{args.split}",
+        out,
         split_name=args.split,
         update_manifest=not args.no_update_manifest,
+        runs_dir=args.runs,
+        cache_dir=args.cache or args.runs / "cache",
     )
+    if args.split == "test" and not args.no_update_manifest:
+        # The card describes test-split metrics only; a validation report must not overwrite it.
+        write_model_card(args.models_dir, out)
     return 0
 
 

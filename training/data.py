@@ -13,6 +13,7 @@ that no patient is on two sides and every source keeps its class mix in each spl
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import random
@@ -128,6 +129,15 @@ class Split:
                 source: dict(sorted(counter.items())) for source, counter in sorted(counts.items())
             }
         return result
+
+    def fingerprint(self, name: str) -> str:
+        """A sha256 of one split's membership (group, label, file name), independent of where the data lies.
+
+        Recorded in the manifest, it lets anyone re-derive the split from the same `labels.csv`
+        and prove that it holds exactly the images the models were evaluated on.
+        """
+        rows = sorted(f"{r.group}\t{r.label}\t{r.path.parent.name}/{r.path.name}" for r in self.part(name))
+        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
     def save(self, path: Path) -> None:
         """Write the split as JSON (paths as given)."""

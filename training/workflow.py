@@ -107,6 +107,7 @@ def export_and_calibrate(
     entry["data"] = {
         "splits": split.summary(),
         "split_method": "by patient group, stratified by source and label",
+        "split_fingerprints": {name: split.fingerprint(name) for name in ("train", "val", "test")},
     }
     upsert_model(models_dir, entry)
     logger.info(
@@ -192,6 +193,58 @@ def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def compare_quantized(
+    models_dir: Path, runs_dir: Path, records: list[Record], cache_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """Score each INT8 model against the float32 model it was quantized from, on `records`.
+
+    The float file is the one `_quantize_entry` kept in the model's run folder; a model whose
+    float file is gone is skipped with a warning. Both use the served temperature.
+
+    Returns:
+        Per model name and scope (pooled and each source): macro-F1 and accuracy of both, and
+        how often their top-1 classes agree.
+    """
+    predictor = load_predictor(Settings(models_dir=models_dir))
+    labels = labels_of(records)
+    sources = sorted({record.source for record in records})
+    scopes = {POOLED: np.ones(len(records), dtype=bool)} | {
+        source: np.asarray([record.source == source for record in records]) for source in sources
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for name in predictor.models:
+        entry = predictor.manifest.model(name)
+        float_path = runs_dir / name / f"{name}.float.onnx"
+        if entry.quantization is None:
+            continue
+        if not float_path.is_file():
+            logger.warning("%s: no float model at %s to compare the INT8 one with", name, float_path)
+            continue
+        images = np.asarray(load_images(records, entry.input.height, cache_dir))
+        predicted = {
+            kind: calibrated_softmax(onnx_logits(path, images), entry.temperature).argmax(axis=1)
+            for kind, path in (("float32", float_path), ("int8", models_dir / entry.file))
+        }
+        results[name] = {
+            scope: {
+                "count": int(mask.sum()),
+                "top1_agreement": float(np.mean(predicted["float32"][mask] == predicted["int8"][mask])),
+                **{
+                    f"{metric}_{kind}": float(
+                        f1_score(labels[mask], guess[mask], average="macro")
+                        if metric == "macro_f1"
+                        else np.mean(guess[mask] == labels[mask])
+                    )
+                    for kind, guess in predicted.items()
+                    for metric in ("macro_f1", "accuracy")
+                },
+            }
+            for scope, mask in scopes.items()
+        }
+        logger.info("%s INT8 vs float32 on %d images: %s", name, len(records), results[name][POOLED])
+    return results
+
+
 def evaluate_models(
     models_dir: Path,
     records: list[Record],
@@ -199,8 +252,14 @@ def evaluate_models(
     *,
     split_name: str = "test",
     update_manifest: bool = True,
+    runs_dir: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the served models and ensembles on `records`; write the report (and the manifest)."""
+    """Evaluate the served models and ensembles on `records`; write the report (and the manifest).
+
+    With `runs_dir` (and `cache_dir`), each INT8 model is also compared with its float32 original
+    on the same images, and the comparison is recorded under its `quantization` entry.
+    """
     predictor = load_predictor(Settings(models_dir=models_dir))
     predictions = predict_records(predictor, records)
     context = {"split": split_name, "images": len(records), "versions": dict(predictor.versions)}
@@ -218,6 +277,14 @@ def evaluate_models(
             }
         }
         set_ensembles(models_dir, document_ensembles)
+    if runs_dir is not None:
+        comparison = compare_quantized(models_dir, runs_dir, records, cache_dir or runs_dir / "cache")
+        (out_dir / "quantization.json").write_text(json.dumps(comparison, indent=1))
+        for name, scores in comparison.items():
+            quantization = dict(predictor.manifest.model(name).quantization or {})
+            quantization[split_name] = scores
+            if update_manifest:
+                update_model_fields(models_dir, name, quantization=quantization)
     pooled = report[POOLED]
     logger.info(
         "%s macro-F1: %s",

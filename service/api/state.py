@@ -12,8 +12,14 @@ from typing import TypeVar
 from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
-from service.inference.gradcam import render
-from service.inference.predictor import Explanation, ExplanationMethod, Prediction, Predictor
+from service.inference.gradcam import render_all
+from service.inference.predictor import (
+    Explanation,
+    ExplanationMethod,
+    Prediction,
+    Predictor,
+    session_threads,
+)
 from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image
 from service.inference.scheduler import InferenceScheduler
 from service.inference.shap import ShapBudget
@@ -40,6 +46,11 @@ class ServiceState:
     scheduler: InferenceScheduler
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
+
+    @property
+    def render_threads(self) -> int:
+        """Threads to render one request's PNGs: each inference worker's share of the CPU quota."""
+        return session_threads(self.settings).intra_op
 
     async def warm_up(self) -> None:
         """Run the warm-up inference off the event loop, then mark the service ready."""
@@ -114,13 +125,11 @@ class ServiceState:
                 image, method=method, target=target, models=models, shap_budget=budget
             )
             self.metrics.observe_batch([result.prediction])
-            pngs = {}
-            for name, heatmap in result.all_maps.items():
-                heat, overlay = render(image.pixels, heatmap)
-                pngs[name] = (
-                    base64.b64encode(heat).decode("ascii"),
-                    base64.b64encode(overlay).decode("ascii"),
-                )
+            rendered = render_all(image.pixels, result.all_maps, threads=self.render_threads)
+            pngs = {
+                name: (base64.b64encode(heat).decode("ascii"), base64.b64encode(overlay).decode("ascii"))
+                for name, (heat, overlay) in rendered.items()
+            }
             return result, pngs
 
         return await self._on_pool(data, declared, run)

@@ -51,6 +51,19 @@ def test_split_is_reproducible_and_seeded() -> None:
     assert {r.group for r in first.test} != {r.group for r in other.test}
 
 
+def test_fingerprint_names_the_membership_not_the_location() -> None:
+    split = split_by_group(records(90), SplitConfig(seed=3))
+
+    def moved(part: list[Record]) -> list[Record]:
+        return [Record(Path("/mnt") / r.path.relative_to("/"), r.label, r.group, r.source) for r in part]
+
+    elsewhere = Split(moved(split.train), moved(split.val), moved(split.test))
+    assert elsewhere.fingerprint("test") == split.fingerprint("test")
+    assert split.fingerprint("test") != split.fingerprint("val")
+    one_swapped = Split(split.train[1:], split.val, [*split.test, split.train[0]])
+    assert one_swapped.fingerprint("test") != split.fingerprint("test")
+
+
 def test_split_round_trips_through_json(tmp_path: Path) -> None:
     split = split_by_group(records(60), SplitConfig())
     split.save(tmp_path / "split.json")

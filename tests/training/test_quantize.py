@@ -11,29 +11,38 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.core.config import Settings
 from service.inference.manifest import load_manifest, verify_model_files
+from service.inference.predictor import load_predictor
+from service.inference.preprocessing import decode_image
 from tests.conftest import wait_ready
 from tests.factories import png_bytes
 from tests.training.conftest import synthetic_image, write_labelled_images
 from training.architectures import build_model
 from training.config import SplitConfig, TrainConfig
-from training.data import read_dataset, split_by_group
-from training.workflow import export_and_calibrate
+from training.data import Split, labels_of, read_dataset, split_by_group
+from training.workflow import compare_quantized, export_and_calibrate
 
 pytestmark = pytest.mark.slow
 
 
-def test_int8_export_is_served_with_its_comparison_to_float(tmp_path: Path) -> None:
+def _export_int8_scratch(tmp_path: Path) -> tuple[Split, Path, Path]:
+    """An untrained scratch network exported as INT8; returns the split, runs and models folders."""
     split = split_by_group(
         read_dataset(write_labelled_images(tmp_path / "data", per_class=12)), SplitConfig(seed=0)
     )
-    run, models = tmp_path / "runs" / "scratch", tmp_path / "models"
+    runs, models = tmp_path / "runs", tmp_path / "models"
+    run = runs / "scratch"
     run.mkdir(parents=True)
     (run / "config.json").write_text(
         TrainConfig(arch="scratch", image_size=32, quantize="int8").model_dump_json()
     )
     build_model("scratch", 32).model.save(run / "best.keras")
-
     export_and_calibrate(run, models, split, tmp_path / "cache", version="q1")
+    return split, runs, models
+
+
+def test_int8_export_is_served_with_its_comparison_to_float(tmp_path: Path) -> None:
+    split, runs, models = _export_int8_scratch(tmp_path)
+    run = runs / "scratch"
 
     entry = load_manifest(models).model("scratch")
     verify_model_files(load_manifest(models), models)
@@ -53,3 +62,24 @@ def test_int8_export_is_served_with_its_comparison_to_float(tmp_path: Path) -> N
         )
         assert response.status_code == 200, response.text
         assert np.isclose(sum(response.json()["models"]["scratch"]["probabilities"].values()), 1.0)
+
+
+def test_int8_is_compared_with_its_float_original_per_source(tmp_path: Path) -> None:
+    split, runs, models = _export_int8_scratch(tmp_path)
+
+    comparison = compare_quantized(models, runs, split.test, tmp_path / "cache")
+
+    scores = comparison["scratch"]
+    sources = {record.source for record in split.test}
+    assert set(scores) == {"pooled", *sources}
+    assert sum(scores[source]["count"] for source in sources) == scores["pooled"]["count"] == len(split.test)
+    # The INT8 side is what the service serves: its accuracy is the service's own on these images.
+    served = load_predictor(Settings(models_dir=models)).predict(
+        [decode_image(record.path.read_bytes()) for record in split.test]
+    )
+    served_labels = [prediction.models["scratch"].label_index for prediction in served]
+    expected = np.mean(np.asarray(served_labels) == labels_of(split.test))
+    assert scores["pooled"]["accuracy_int8"] == pytest.approx(expected)
+    for scope in scores.values():
+        assert 0.0 <= scope["top1_agreement"] <= 1.0
+        assert {"macro_f1_float32", "macro_f1_int8", "accuracy_float32"} <= set(scope)

@@ -107,3 +107,25 @@ def test_resume_continues_from_the_last_epoch(trained: dict[str, Path], tmp_path
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
     assert epochs == [0, 1]
     assert json.loads((runs / "scratch" / "state.json").read_text())["epoch"] == 1
+
+
+def test_model_card_is_written_from_the_manifest_with_the_plots(trained: dict[str, Path]) -> None:
+    models = trained["models"]
+    card = (models / "README.md").read_text()
+    assert "Not for clinical use" in card
+    for heading in ("## Intended use", "## Data", "## Training", "## Test metrics", "## Calibration",
+                    "## Limitations", "Known confound"):  # fmt: skip
+        assert heading in card
+    manifest = load_manifest(models)
+    for entry in manifest.models:
+        pooled = entry.metrics["test"]["pooled"]
+        # The row of each model carries the manifest's own numbers, not a separate computation.
+        prefix = f"| `{entry.name}` | {pooled['count']} |"
+        row = next(line for line in card.splitlines() if line.startswith(prefix))
+        assert f"{pooled['macro_f1']:.3f}" in row
+        assert f"{entry.temperature:.3f}" in card
+    for scope in ("pooled", "site-a", "site-b"):
+        assert f"### {scope}" in card
+        for kind in ("confusion", "roc", "reliability"):
+            assert f"(report/{kind}-{scope}.png)" in card
+            assert (models / "report" / f"{kind}-{scope}.png").read_bytes().startswith(b"\x89PNG")

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.inference.gradcam import encode_png, heatmap_png, normalise, overlay_png, upsample
+from service.inference.gradcam import (
+    encode_png,
+    heatmap_png,
+    normalise,
+    overlay_png,
+    render,
+    render_all,
+    upsample,
+)
 
 
 def test_normalise_is_relu_then_divide_by_the_maximum() -> None:
@@ -44,3 +52,13 @@ def test_png_encoder_round_trips_through_pillow(shape: tuple[int, ...]) -> None:
     decoded = Image.open(io.BytesIO(encode_png(array)))
     assert decoded.mode == ("RGB" if len(shape) == 3 else "L")
     np.testing.assert_array_equal(np.asarray(decoded), array)
+
+
+def test_render_all_on_threads_gives_the_same_pngs_as_one_by_one() -> None:
+    rng = np.random.default_rng(1)
+    radiograph = rng.integers(0, 256, (70, 90), dtype=np.uint8)
+    maps = {name: upsample(normalise(rng.random((5, 5))), 70, 90) for name in ("a", "b", "c", "ensemble")}
+    threaded = render_all(radiograph, maps, threads=2)
+    assert list(threaded) == list(maps)
+    for name, heatmap in maps.items():
+        assert threaded[name] == render(radiograph, heatmap)
