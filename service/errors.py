@@ -125,3 +125,35 @@ class InferenceFailedError(RequestError):
     status = 503
     slug = "inference-failed"
     title = "Inference failed"
+
+
+class PacsNotConfiguredError(RequestError):
+    """A PACS operation was asked of a service started without `XRAY_PACS_URL`."""
+
+    status = 501
+    slug = "pacs-not-configured"
+    title = "No PACS is configured"
+
+
+class PacsUnavailableError(RequestError):
+    """The PACS could not be reached, refused the credentials, or answered with an error."""
+
+    status = 502
+    slug = "pacs-unavailable"
+    title = "The PACS did not accept the request"
+
+
+class PacsTimeoutError(RequestError):
+    """The PACS did not answer within `XRAY_PACS_TIMEOUT_SECONDS`."""
+
+    status = 504
+    slug = "pacs-timeout"
+    title = "The PACS did not answer in time"
+
+
+class NotFoundInPacsError(RequestError):
+    """The requested study, series or instance is not in the PACS."""
+
+    status = 404
+    slug = "not-found-in-pacs"
+    title = "Not found in the PACS"

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.core.config import Settings
 from tests.factories import ModelSpec, default_specs, write_models_dir
+from tests.orthanc import Orthanc, find_orthanc, running_orthanc
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +83,16 @@ def make_client() -> Iterator[Callable[..., TestClient]]:
 def client(make_client: Callable[..., TestClient], models_dir: Path) -> TestClient:
     """The service on the three default constant models, ready."""
     return make_client(models_dir)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
+    """A real Orthanc with DICOMweb on loopback (skipped, with the reason, when not installed)."""
+    found = find_orthanc()
+    if found is None:
+        reason = "Orthanc or its DICOMweb plugin is not installed (apt-get install orthanc orthanc-dicomweb)"
+        if os.environ.get("CI"):  # .ci/run installs them: in CI their absence is a failure, not a skip
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with running_orthanc(tmp_path_factory.mktemp("orthanc"), *found) as server:
+        yield server

@@ -136,6 +136,55 @@ class ExplainResponse(PredictResponse):
         return cls(**base.model_dump(), explanations=explanations)
 
 
+#: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters.
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+
+
+class AnalyzeRequest(BaseModel):
+    """The body of `POST /pacs/analyze`: a study, optionally narrowed to a series or an instance."""
+
+    model_config = {"extra": "forbid"}
+
+    study_instance_uid: str = Field(pattern=UID_PATTERN, max_length=64)
+    series_instance_uid: str | None = Field(default=None, pattern=UID_PATTERN, max_length=64)
+    sop_instance_uid: str | None = Field(default=None, pattern=UID_PATTERN, max_length=64)
+
+
+class WrittenObjectInfo(BaseModel):
+    """One object written back to the PACS."""
+
+    kind: str = Field(description="`structured_report` or `secondary_capture`.")
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+
+
+class AnalyzedInstance(BaseModel):
+    """One analysed instance: its prediction and what was written back for it."""
+
+    series_instance_uid: str
+    sop_instance_uid: str
+    prediction: PredictResponse
+    written: list[WrittenObjectInfo]
+
+
+class SkippedInstance(BaseModel):
+    """An instance of the study that is not an analysable image (an SR, a colour image, ...)."""
+
+    series_instance_uid: str | None
+    sop_instance_uid: str | None
+    detail: str
+
+
+class AnalyzeResponse(BaseModel):
+    """The body of `POST /pacs/analyze`."""
+
+    request_id: str
+    study_instance_uid: str
+    instances: list[AnalyzedInstance]
+    skipped: list[SkippedInstance]
+
+
 class InputInfo(BaseModel):
     """A model's input contract."""
 

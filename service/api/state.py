@@ -9,10 +9,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
-from service.inference.gradcam import render_all
+from service.inference.gradcam import overlay_rgb, render_all
 from service.inference.predictor import (
     Explanation,
     ExplanationMethod,
@@ -133,3 +136,25 @@ class ServiceState:
             return result, pngs
 
         return await self._on_pool(data, declared, run)
+
+    async def analyse_dicom(
+        self, data: bytes, *, overlay: bool
+    ) -> tuple[Prediction, npt.NDArray[np.uint8] | None]:
+        """Predict one DICOM instance on the pool; with `overlay`, also the ensemble Grad-CAM overlay.
+
+        Returns:
+            The prediction and the overlay's RGB pixels at the image's size (None without
+            `overlay`, or when no model gives Grad-CAM maps).
+        """
+
+        def run(image: DecodedImage) -> tuple[Prediction, npt.NDArray[np.uint8] | None]:
+            models = self.predictor.gradcam_models()
+            if not (overlay and models):
+                predictions = self.predictor.predict([image])
+                self.metrics.observe_batch(predictions)
+                return predictions[0], None
+            result = self.predictor.explain(image, method="gradcam", target="predicted", models=models)
+            self.metrics.observe_batch([result.prediction])
+            return result.prediction, overlay_rgb(image.pixels, result.ensemble)
+
+        return await self._on_pool(data, ImageFormat.DICOM, run)

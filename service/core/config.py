@@ -81,6 +81,23 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A SHAP explanation still running after this is stopped with a 422."
     )
 
+    # PACS (DICOMweb): where /pacs/analyze fetches images and where results are written back.
+    pacs_url: str | None = Field(
+        default=None, description="DICOMweb root of the PACS, e.g. `http://pacs:8042/dicom-web`."
+    )
+    pacs_username: str | None = Field(default=None, description="Basic auth user for the PACS.")
+    pacs_password: SecretStr | None = None
+    pacs_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the PACS (used instead of basic auth)."
+    )
+    pacs_timeout_seconds: float = Field(default=30.0, gt=0, description="Per request to the PACS.")
+    pacs_write_sr: bool = Field(
+        default=True, description="Write a Structured Report back per analysed image."
+    )
+    pacs_write_secondary_capture: bool = Field(
+        default=True, description="Write the Grad-CAM overlay back as an RGB Secondary Capture."
+    )
+
     # HTTP.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

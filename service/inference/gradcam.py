@@ -123,9 +123,16 @@ def overlay_png(radiograph: npt.NDArray[np.uint8], heatmap: FloatMap, alpha: flo
     The blend is weighted by the map itself (alpha x level), so regions without evidence show
     the plain X-ray.
     """
+    return encode_png(overlay_rgb(radiograph, heatmap, alpha))
+
+
+def overlay_rgb(
+    radiograph: npt.NDArray[np.uint8], heatmap: FloatMap, alpha: float = OVERLAY_ALPHA
+) -> npt.NDArray[np.uint8]:
+    """The pixels of `overlay_png`: (h, w, 3) uint8, also written to PACS as a Secondary Capture."""
     index = radiograph.astype(np.intp) * 256 + _levels(heatmap)
     overlay: npt.NDArray[np.uint8] = np.take(_overlay_table(alpha), index, axis=0)
-    return encode_png(overlay)
+    return overlay
 
 
 def render(radiograph: npt.NDArray[np.uint8], heatmap: FloatMap) -> tuple[bytes, bytes]:

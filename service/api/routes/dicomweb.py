@@ -1,0 +1,164 @@
+"""The DICOMweb door: STOW-RS in (`/dicom-web/studies`) and analysis of PACS studies (`/pacs/analyze`).
+
+Both analyse each single-frame grayscale image as `/predict` does and, when a PACS is configured,
+write a Structured Report and the Grad-CAM overlay (Secondary Capture) back into new series of
+the image's study. An instance that is not an analysable image is reported per instance (a STOW
+failure reason, or `skipped`); a PACS that is down, slow or refuses the credentials fails the
+request with 502/504, so a router or caller retries and nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+import pydicom
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from service.api.deps import ReadyStateDep, SettingsDep, require_api_key
+from service.api.routes._openapi import problems
+from service.api.schemas import (
+    AnalyzedInstance,
+    AnalyzeRequest,
+    AnalyzeResponse,
+    PredictResponse,
+    SkippedInstance,
+    WrittenObjectInfo,
+)
+from service.api.state import ServiceState
+from service.api.uploads import read_capped
+from service.core.config import Settings
+from service.errors import PayloadTooLargeError, RequestError
+from service.inference.dicom import UnsupportedDicomError
+from service.inference.predictor import Prediction
+from service.pacs import stow
+from service.pacs.client import InstanceQuery, PacsClient, encode
+from service.pacs.results import SC_SOP_CLASS, WrittenObject
+from service.pacs.writeback import write_back
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["dicomweb"], dependencies=[Depends(require_api_key)])
+
+#: Per-instance problems: the client's data, not the service or the PACS.
+_INSTANCE_STATUSES = {400, 413, 415, 422}
+
+
+def _reason(exc: RequestError) -> int:
+    if isinstance(exc, UnsupportedDicomError):
+        return stow.SOP_CLASS_NOT_SUPPORTED
+    if isinstance(exc, PayloadTooLargeError):
+        return stow.OUT_OF_RESOURCES
+    return stow.CANNOT_UNDERSTAND
+
+
+def _info(written: WrittenObject) -> WrittenObjectInfo:
+    kind = "secondary_capture" if written.sop_class_uid == SC_SOP_CLASS else "structured_report"
+    return WrittenObjectInfo(kind=kind, **vars(written))
+
+
+async def _analyse_and_write(
+    state: ServiceState, settings: Settings, client: PacsClient | None, data: bytes, source: pydicom.Dataset
+) -> tuple[Prediction, list[WrittenObject]]:
+    overlay_wanted = client is not None and settings.pacs_write_secondary_capture
+    prediction, overlay = await state.analyse_dicom(data, overlay=overlay_wanted)
+    if client is None:
+        return prediction, []
+    written = await asyncio.to_thread(write_back, client, settings, source, prediction, overlay)
+    return prediction, written
+
+
+@router.post(
+    "/dicom-web/studies",
+    responses={
+        200: {"description": "Every instance was analysed", "content": {stow.DICOM_JSON: {}}},
+        202: {"description": "Some instances failed (Failed SOP Sequence)", "content": {stow.DICOM_JSON: {}}},
+        409: {"description": "No instance could be analysed", "content": {stow.DICOM_JSON: {}}},
+        **problems(401, 413, 415, 422, 503),
+        502: {"description": "The PACS did not take the results"},
+        504: {"description": "The PACS did not answer in time"},
+    },
+    summary="STOW-RS: receive DICOM instances and analyse each",
+)
+@router.post("/dicom-web/studies/{study_instance_uid}", include_in_schema=False)
+async def store_instances(
+    request: Request, state: ReadyStateDep, settings: SettingsDep, study_instance_uid: str | None = None
+) -> JSONResponse:
+    """Analyse each instance of a `multipart/related; type="application/dicom"` request (PS3.18 10.5).
+
+    With `XRAY_PACS_URL` set, the results are written back to that PACS; the response is the
+    STOW-RS `application/dicom+json` dataset of referenced and failed instances.
+    """
+    body = await read_capped(request, settings.max_upload_bytes)
+    parts = [stow.identify(data) for data in stow.split_parts(body, request.headers.get("content-type", ""))]
+    client = PacsClient.from_settings(settings) if settings.pacs_url else None
+    outcomes = []
+    for part in parts:
+        if part.sop_instance_uid is None:  # not a readable DICOM dataset at all
+            outcomes.append(stow.Outcome(part.sop_class_uid, None, stow.CANNOT_UNDERSTAND))
+            continue
+        if study_instance_uid is not None and part.study_instance_uid != study_instance_uid:
+            outcomes.append(stow.Outcome(part.sop_class_uid, part.sop_instance_uid, stow.STUDY_MISMATCH))
+            continue
+        try:
+            source = pydicom.dcmread(io.BytesIO(part.data), force=True, stop_before_pixels=True)
+            await _analyse_and_write(state, settings, client, part.data, source)
+        except RequestError as exc:
+            if exc.status not in _INSTANCE_STATUSES:
+                raise
+            logger.info("STOW-RS instance refused: %s", exc.detail)
+            outcomes.append(stow.Outcome(part.sop_class_uid, part.sop_instance_uid, _reason(exc)))
+            continue
+        outcomes.append(stow.Outcome(part.sop_class_uid, part.sop_instance_uid))
+    status, document = stow.response(outcomes)
+    return JSONResponse(document, status_code=status, media_type=stow.DICOM_JSON)
+
+
+@router.post(
+    "/pacs/analyze",
+    response_model=AnalyzeResponse,
+    responses={
+        **problems(401, 422, 503),
+        404: {"description": "The study, series or instance is not in the PACS"},
+        501: {"description": "No PACS is configured"},
+        502: {"description": "The PACS is unreachable, refused the credentials, or failed"},
+        504: {"description": "The PACS did not answer in time"},
+    },
+    summary="Fetch a study (or series, or instance) from the PACS, analyse it, write the results back",
+)
+async def analyze(
+    request: Request, query: AnalyzeRequest, state: ReadyStateDep, settings: SettingsDep
+) -> AnalyzeResponse:
+    """Retrieve the instances over WADO-RS, analyse each image, and STOW the SR and overlay back."""
+    client = PacsClient.from_settings(settings)
+    datasets = await asyncio.to_thread(
+        client.retrieve,
+        InstanceQuery(query.study_instance_uid, query.series_instance_uid, query.sop_instance_uid),
+    )
+    analysed, skipped = [], []
+    for dataset in datasets:
+        series, sop = str(dataset.get("SeriesInstanceUID", "")), str(dataset.get("SOPInstanceUID", ""))
+        try:
+            prediction, written = await _analyse_and_write(state, settings, client, encode(dataset), dataset)
+        except RequestError as exc:
+            if exc.status not in _INSTANCE_STATUSES:
+                raise
+            skip = SkippedInstance(series_instance_uid=series, sop_instance_uid=sop, detail=exc.detail)
+            skipped.append(skip)
+            continue
+        analysed.append(
+            AnalyzedInstance(
+                series_instance_uid=series,
+                sop_instance_uid=sop,
+                prediction=PredictResponse.from_prediction(prediction, request.state.request_id),
+                written=[_info(item) for item in written],
+            )
+        )
+    return AnalyzeResponse(
+        request_id=request.state.request_id,
+        study_instance_uid=query.study_instance_uid,
+        instances=analysed,
+        skipped=skipped,
+    )

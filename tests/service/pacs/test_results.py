@@ -1,0 +1,85 @@
+"""The SR and Secondary Capture written back: content, references, patient/study attributes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pydicom
+
+from service.inference.ensemble import Decision
+from service.inference.predictor import Prediction
+from service.pacs.results import SC_SOP_CLASS, build_secondary_capture, build_structured_report
+from tests.factories import dicom_bytes
+
+CLASSES = ("normal", "pneumonia", "tuberculosis")
+
+
+def source(**attributes: object) -> pydicom.Dataset:
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(np.zeros((8, 6), np.uint16))))
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    return dataset
+
+
+def prediction() -> Prediction:
+    def decision(p: list[float], **extra: object) -> Decision:
+        probabilities = np.asarray(p)
+        return Decision(probabilities, int(probabilities.argmax()), float(probabilities.max()), **extra)  # type: ignore[arg-type]
+
+    return Prediction(
+        classes=CLASSES,
+        models={"scratch": decision([0.1, 0.6, 0.3])},
+        ensembles={
+            "classic": decision([0.1, 0.6, 0.3]),
+            "confidence": decision([0.1, 0.6, 0.3], uncertain=True, decided_by="classic"),
+        },
+        model_versions={"scratch": "2.0.0"},
+    )
+
+
+def test_sr_is_in_a_new_series_of_the_study_and_references_the_image() -> None:
+    image = source()
+    report = build_structured_report(image, prediction())
+    assert report.StudyInstanceUID == image.StudyInstanceUID
+    assert report.SeriesInstanceUID != image.SeriesInstanceUID
+    assert report.PatientID == image.PatientID
+    assert report.CompletionFlag == "COMPLETE"
+    assert report.VerificationFlag == "UNVERIFIED"  # a machine's result, never verified by a person
+    (evidence,) = report.CurrentRequestedProcedureEvidenceSequence
+    assert evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == (
+        image.SOPInstanceUID
+    )
+    texts = [item.TextValue for item in report.ContentSequence if item.ValueType == "TEXT"]
+    assert any("not for clinical use" in text for text in texts)
+
+
+def test_sr_carries_full_precision_probabilities_per_predictor() -> None:
+    report = build_structured_report(source(), prediction())
+    containers = [item for item in report.ContentSequence if item.ValueType == "CONTAINER"]
+    assert len(containers) == 3  # one model, two ensembles
+    numbers = [child for child in containers[0].ContentSequence if child.ValueType == "NUM"]
+    assert [n.MeasuredValueSequence[0].FloatingPointValue for n in numbers] == [0.1, 0.6, 0.3]
+    assert [n.ConceptNameCodeSequence[0].CodeValue for n in numbers] == [f"P-{c}" for c in CLASSES]
+
+
+def test_missing_type2_patient_attributes_do_not_stop_the_write_back() -> None:
+    image = source(PatientID=None, PatientName=None)
+    report = build_structured_report(image, prediction())
+    assert report.PatientID == ""
+    assert "PatientID" not in image  # the source itself is left as it was
+
+
+def test_secondary_capture_is_rgb_at_the_image_size_with_the_source_orientation() -> None:
+    image = source(PatientOrientation=["P", "F"])
+    overlay = np.random.default_rng(0).integers(0, 256, (8, 6, 3), dtype=np.uint8)
+    capture = build_secondary_capture(image, overlay)
+    assert capture.SOPClassUID == SC_SOP_CLASS
+    assert (capture.Rows, capture.Columns, capture.SamplesPerPixel) == (8, 6, 3)
+    np.testing.assert_array_equal(capture.pixel_array, overlay)
+    assert list(capture.PatientOrientation) == ["P", "F"]
+    assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
+    assert build_secondary_capture(source(), overlay).PatientOrientation == ""  # unknown, not guessed
