@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -113,27 +114,31 @@ class ServiceState:
         target: str,
         models: Sequence[str],
         max_evals: int,
-    ) -> tuple[Explanation, dict[str, tuple[str, str]]]:
+    ) -> tuple[Explanation, dict[str, tuple[str, str]], dict[str, float]]:
         """Predict one upload with explanation maps, and render each map as base64 PNGs.
 
         The SHAP time limit starts when the job starts, not while it waits in the queue.
 
         Returns:
-            The result and, per model and `ensemble`, (heatmap PNG, overlay PNG) in base64.
+            The result; per model and `ensemble`, (heatmap PNG, overlay PNG) in base64; and the
+            seconds spent in `explain` (models and maps) and in `render` (PNGs).
         """
 
-        def run(image: DecodedImage) -> tuple[Explanation, dict[str, tuple[str, str]]]:
+        def run(image: DecodedImage) -> tuple[Explanation, dict[str, tuple[str, str]], dict[str, float]]:
             budget = ShapBudget.starting_now(max_evals, self.settings.shap_time_limit_seconds)
+            started = time.perf_counter()
             result = self.predictor.explain(
                 image, method=method, target=target, models=models, shap_budget=budget
             )
+            explained = time.perf_counter()
             self.metrics.observe_batch([result.prediction])
             rendered = render_all(image.pixels, result.all_maps, threads=self.render_threads)
             pngs = {
                 name: (base64.b64encode(heat).decode("ascii"), base64.b64encode(overlay).decode("ascii"))
                 for name, (heat, overlay) in rendered.items()
             }
-            return result, pngs
+            timings = {"explain": explained - started, "render": time.perf_counter() - explained}
+            return result, pngs, timings
 
         return await self._on_pool(data, declared, run)
 

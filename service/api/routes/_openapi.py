@@ -48,3 +48,12 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+def server_timing(seconds: dict[str, float]) -> str:
+    """A `Server-Timing` header value (W3C) with each phase's duration in milliseconds.
+
+    Lets a client or a benchmark see where a request's time went (model inference, Grad-CAM map
+    work, PNG rendering) without trusting only its own wall clock.
+    """
+    return ", ".join(f"{name};dur={1000 * value:.2f}" for name, value in seconds.items())

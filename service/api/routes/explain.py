@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.api.deps import ReadyStateDep, UploadDep, require_api_key
-from service.api.routes._openapi import IMAGE_REQUEST_BODY, problems
+from service.api.routes._openapi import IMAGE_REQUEST_BODY, problems, server_timing
 from service.api.schemas import ExplainResponse
 from service.errors import InvalidParametersError
 
@@ -24,6 +24,7 @@ router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 )
 async def explain(
     request: Request,
+    response: Response,
     state: ReadyStateDep,
     upload: UploadDep,
     method: Annotated[Literal["gradcam", "shap"], Query(description="Explanation method.")] = "gradcam",
@@ -52,8 +53,11 @@ async def explain(
         )
     predictor = state.predictor
     chosen = predictor.explanation_request(target, models.split(",") if models is not None else None, method)
-    result, pngs = await state.explain(
+    result, pngs, timings = await state.explain(
         upload.data, upload.declared, method=method, target=target, models=chosen, max_evals=evals
+    )
+    response.headers["Server-Timing"] = server_timing(
+        {"inference": sum(result.prediction.timings.values()), **timings}
     )
     layers = {
         name: model.entry.gradcam.layer if model.entry.gradcam and method == "gradcam" else None

@@ -166,3 +166,17 @@ class TestShap:
         )
         assert response.status_code == 501
         assert "explain` extra" in response.json()["detail"]
+
+
+def test_server_timing_splits_inference_maps_and_rendering(explainer: TestClient) -> None:
+    image = png_bytes(gradient(120, 90))
+    explained = explainer.post("/explain", content=image, headers={"Content-Type": "image/png"})
+    predicted = explainer.post("/predict", content=image, headers={"Content-Type": "image/png"})
+    phases = {
+        part.split(";")[0].strip(): float(part.split("dur=")[1])
+        for part in explained.headers["Server-Timing"].split(",")
+    }
+    assert set(phases) == {"inference", "explain", "render"}
+    assert all(value >= 0 for value in phases.values())
+    assert phases["inference"] <= phases["explain"]  # the forward passes are part of `explain`
+    assert predicted.headers["Server-Timing"].startswith("inference;dur=")
