@@ -75,6 +75,13 @@ class Metrics:
             "xray_queue_depth", "Requests admitted to decoding and inference.", registry=r
         )
         self.queue_capacity = Gauge("xray_queue_capacity", "Most requests admitted at once.", registry=r)
+        self.pacs_operations = Counter(
+            "xray_pacs_operations",
+            "Calls to the PACS: `retrieve` (WADO-RS) and `store` (STOW-RS of the results), by outcome "
+            "(`ok` or the problem slug, e.g. `pacs-unavailable`, `pacs-timeout`).",
+            ["operation", "outcome"],
+            registry=r,
+        )
 
     def track_queue(self, depth: Callable[[], float], capacity: int) -> None:
         """Read the queue depth from `depth` at every scrape."""

@@ -10,8 +10,11 @@ request with 502/504, so a router or caller retries and nothing is silently drop
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import pydicom
 from fastapi import APIRouter, Depends, Request
@@ -40,6 +43,8 @@ from service.pacs.writeback import write_back
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 router = APIRouter(tags=["dicomweb"], dependencies=[Depends(require_api_key)])
 
 #: Per-instance problems: the client's data, not the service or the PACS.
@@ -59,6 +64,18 @@ def _info(written: WrittenObject) -> WrittenObjectInfo:
     return WrittenObjectInfo(kind=kind, **vars(written))
 
 
+async def _pacs_call(state: ServiceState, operation: str, call: Callable[[], T]) -> T:
+    """Run a blocking PACS call off the event loop and count its outcome."""
+    counter = state.metrics.pacs_operations
+    try:
+        result = await asyncio.to_thread(call)
+    except RequestError as exc:
+        counter.labels(operation=operation, outcome=exc.slug).inc()
+        raise
+    counter.labels(operation=operation, outcome="ok").inc()
+    return result
+
+
 async def _analyse_and_write(
     state: ServiceState, settings: Settings, client: PacsClient | None, data: bytes, source: pydicom.Dataset
 ) -> tuple[Prediction, list[WrittenObject]]:
@@ -66,7 +83,9 @@ async def _analyse_and_write(
     prediction, overlay = await state.analyse_dicom(data, overlay=overlay_wanted)
     if client is None:
         return prediction, []
-    written = await asyncio.to_thread(write_back, client, settings, source, prediction, overlay)
+    written = await _pacs_call(
+        state, "store", functools.partial(write_back, client, settings, source, prediction, overlay)
+    )
     return prediction, written
 
 
@@ -133,10 +152,8 @@ async def analyze(
 ) -> AnalyzeResponse:
     """Retrieve the instances over WADO-RS, analyse each image, and STOW the SR and overlay back."""
     client = PacsClient.from_settings(settings)
-    datasets = await asyncio.to_thread(
-        client.retrieve,
-        InstanceQuery(query.study_instance_uid, query.series_instance_uid, query.sop_instance_uid),
-    )
+    instances = InstanceQuery(query.study_instance_uid, query.series_instance_uid, query.sop_instance_uid)
+    datasets = await _pacs_call(state, "retrieve", functools.partial(client.retrieve, instances))
     analysed, skipped = [], []
     for dataset in datasets:
         series, sop = str(dataset.get("SeriesInstanceUID", "")), str(dataset.get("SOPInstanceUID", ""))

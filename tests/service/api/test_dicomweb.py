@@ -351,15 +351,18 @@ def test_push_to_a_pacs_that_is_down_is_502_and_succeeds_when_retried(
     dataset = synthetic_dx()
     body, content_type = multipart_related(part10(dataset))
 
-    down = service(pacs_url=closed_port_url()).post(
-        "/dicom-web/studies", content=body, headers={"Content-Type": content_type}
-    )
+    down_service = service(pacs_url=closed_port_url())
+    down = down_service.post("/dicom-web/studies", content=body, headers={"Content-Type": content_type})
     assert down.status_code == 502
     assert down.json()["type"].endswith("pacs-unavailable")
+    metrics = down_service.get("/metrics").text
+    assert 'xray_pacs_operations_total{operation="store",outcome="pacs-unavailable"} 1.0' in metrics
 
-    retried = service().post("/dicom-web/studies", content=body, headers={"Content-Type": content_type})
+    up_service = service()
+    retried = up_service.post("/dicom-web/studies", content=body, headers={"Content-Type": content_type})
     assert retried.status_code == 200
     assert len(written_objects(orthanc, dataset.StudyInstanceUID, "SR")) == 1
+    assert 'xray_pacs_operations_total{operation="store",outcome="ok"} 1.0' in up_service.get("/metrics").text
 
 
 def test_analyze_request_is_validated(service: Callable[..., TestClient]) -> None:
