@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -17,6 +18,7 @@ from service.api.problems import install_problem_handlers
 from service.api.routes import dicomweb, explain, health, metrics, models, predict
 from service.api.state import ServiceState
 from service.core.config import Settings
+from service.inference.batcher import MicroBatcher
 from service.inference.predictor import Predictor, load_predictor
 from service.inference.scheduler import InferenceScheduler
 
@@ -51,6 +53,16 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         loaded = predictor if predictor is not None else await asyncio.to_thread(load_predictor, settings)
         scheduler = InferenceScheduler(workers=settings.inference_workers, max_pending=settings.max_queue)
         state = ServiceState(settings=settings, predictor=loaded, scheduler=scheduler, metrics=registry)
+        # One thread runs the batches: each session already spreads over every core it has.
+        model_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xray-models")
+        if settings.batch_max_size > 1:
+            state.batcher = MicroBatcher(
+                state.predict_batch,
+                executor=model_runner,
+                max_size=settings.batch_max_size,
+                max_wait=settings.batch_max_wait_ms / 1000,
+                max_waiting=settings.max_queue,
+            )
         for model in loaded.models.values():
             registry.model_info.labels(
                 model=model.name, version=model.entry.version, provider=model.provider
@@ -69,6 +81,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
             # uvicorn has stopped accepting and drained the open requests by now; let any job
             # still on the pool finish rather than cut it off.
             await asyncio.to_thread(scheduler.shutdown, wait=True)
+            await asyncio.to_thread(model_runner.shutdown, wait=True)
             logger.info("shut down")
 
     app = FastAPI(

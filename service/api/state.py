@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -16,6 +17,7 @@ import numpy.typing as npt
 from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
+from service.inference.batcher import MicroBatcher
 from service.inference.gradcam import overlay_rgb, render_all
 from service.inference.predictor import (
     Explanation,
@@ -31,6 +33,21 @@ from service.inference.shap import ShapBudget
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def _runtime_failures(what: str) -> Iterator[None]:
+    """Turn an unforeseen runtime failure into a 503 for this request; the service stays up."""
+    try:
+        yield
+    except RequestError:
+        raise
+    except Exception as exc:
+        logger.exception("inference failed for %s", what)
+        raise InferenceFailedError(
+            f"the model runtime failed on {what}; the service is still up, retry or report it",
+            retry_after=1,
+        ) from exc
 
 
 @dataclass
@@ -50,6 +67,7 @@ class ServiceState:
     scheduler: InferenceScheduler
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
+    batcher: MicroBatcher[DecodedImage, Prediction] | None = None
 
     @property
     def render_threads(self) -> int:
@@ -68,6 +86,9 @@ class ServiceState:
         self.metrics.ready.set(1)
         logger.info("all models warmed up; ready")
 
+    def _decode_job(self, data: bytes, declared: ImageFormat | None) -> Callable[[], DecodedImage]:
+        return lambda: decode_image(data, declared=declared, max_pixels=self.settings.max_pixels)
+
     async def _on_pool(
         self, data: bytes, declared: ImageFormat | None, run: Callable[[DecodedImage], T]
     ) -> T:
@@ -75,19 +96,12 @@ class ServiceState:
 
         A runtime failure becomes a 503 for this request and leaves the service up.
         """
+        decode = self._decode_job(data, declared)
 
         def job() -> T:
-            image = decode_image(data, declared=declared, max_pixels=self.settings.max_pixels)
-            try:
+            image = decode()
+            with _runtime_failures("this image"):
                 return run(image)
-            except RequestError:
-                raise
-            except Exception as exc:
-                logger.exception("inference failed for one request")
-                raise InferenceFailedError(
-                    "the model runtime failed on this image; the service is still up, retry or report it",
-                    retry_after=1,
-                ) from exc
 
         return await self.scheduler.run(job)
 
@@ -97,13 +111,19 @@ class ServiceState:
         Raises:
             RequestError: A bad upload (4xx), a full queue (503), or a runtime failure (503).
         """
+        if self.batcher is None:
+            return await self._on_pool(data, declared, lambda image: self.predict_batch([image])[0])
+        # One slot for the whole request: decoded on the pool, then in the next batch of the models.
+        async with self.scheduler.admitted():
+            image = await self.scheduler.execute(self._decode_job(data, declared))
+            with _runtime_failures("this batch"):
+                return await self.batcher.submit(image)
 
-        def run(image: DecodedImage) -> Prediction:
-            predictions = self.predictor.predict([image])
-            self.metrics.observe_batch(predictions)
-            return predictions[0]
-
-        return await self._on_pool(data, declared, run)
+    def predict_batch(self, images: list[DecodedImage]) -> list[Prediction]:
+        """One forward pass of every model over `images` (blocking), recorded in the metrics."""
+        predictions = self.predictor.predict(images)
+        self.metrics.observe_batch(predictions)
+        return predictions
 
     async def explain(
         self,

@@ -72,6 +72,19 @@ class Settings(BaseSettings):
         description="Requests admitted to decoding and inference at once; more get 503.",
     )
 
+    batch_max_size: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Most images per micro-batch of /predict requests; 1 turns micro-batching off.",
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="How long an idle service waits for more /predict requests to batch with one.",
+    )
+
     # Explanations.
     shap_max_evals: int = Field(
         default=1000, ge=10, description="Most SHAP model evaluations per model a request may ask for."

@@ -9,9 +9,10 @@ which would only turn overload into timeouts and memory growth.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -60,6 +61,37 @@ class InferenceScheduler:
         )
         self._pending -= 1
 
+    def _admit(self) -> float:
+        if self._pending >= self._max_pending:
+            raise OverloadedError(
+                f"{self._pending} requests are already being processed; retry later",
+                retry_after=self.retry_after(),
+            )
+        self._pending += 1
+        return time.perf_counter()
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """Hold one of the `max_pending` slots for a request made of several steps.
+
+        Must be entered on the event loop thread. The slot is released when the block exits,
+        also when the client goes away (for a request waiting in a micro-batch, which then
+        drops it, see `MicroBatcher`).
+
+        Raises:
+            OverloadedError: `max_pending` requests are already admitted.
+        """
+        started = self._admit()
+        try:
+            yield
+        finally:
+            self._finished(started)
+
+    async def execute(self, job: Callable[[], T]) -> T:
+        """Run `job` on the pool for a request that already holds a slot (see `admitted`)."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.shield(loop.run_in_executor(self._executor, job))
+
     async def run(self, job: Callable[[], T]) -> T:
         """Run `job` on the pool and return its result.
 
@@ -70,14 +102,8 @@ class InferenceScheduler:
         Raises:
             OverloadedError: `max_pending` jobs are already admitted.
         """
-        if self._pending >= self._max_pending:
-            raise OverloadedError(
-                f"{self._pending} requests are already being processed; retry later",
-                retry_after=self.retry_after(),
-            )
+        started = self._admit()
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        self._pending += 1
         try:
             future = loop.run_in_executor(self._executor, job)
         except RuntimeError:  # the pool is shut down

@@ -253,3 +253,50 @@ class TestErrors:
     def test_404_and_405_are_problems_too(self, client: TestClient) -> None:
         assert_problem(client.get("/nope"), 404, "not-found")
         assert_problem(client.get("/predict"), 405, "method-not-allowed")
+
+
+def test_concurrent_requests_share_a_micro_batch_with_the_same_answers(
+    make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+) -> None:
+    from tests.factories import ModelSpec
+
+    specs = [
+        ModelSpec("scratch", weights=[4.0, 0.0, -4.0], bias=[-2.0, 0.0, 2.0], height=64, width=64),
+        ModelSpec("inception_resnet_v2", weights=[-3.0, 3.0, 0.0], bias=[1.0, -1.0, 0.0]),
+        ModelSpec("efficientnet_v2_b2", weights=[1.0, -1.0, 2.0], bias=[0.0, 0.5, -1.0]),
+    ]
+    folder = make_models(specs)
+    images = [png_bytes((gradient(50 + 7 * i, 60) * (0.3 + 0.1 * i)).astype(np.uint8)) for i in range(6)]
+    alone = make_client(folder, batch_max_size=1)
+    expected = [
+        alone.post("/predict", content=image, headers={"Content-Type": "image/png"}).json()
+        for image in images
+    ]
+    # A long wait makes the six concurrent requests certain to meet in the service's batches.
+    batched = make_client(folder, batch_max_size=8, batch_max_wait_ms=300)
+    answers: dict[int, dict[str, object]] = {}
+
+    def send(index: int) -> None:
+        response = batched.post("/predict", content=images[index], headers={"Content-Type": "image/png"})
+        answers[index] = response.json()
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(images))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for index, body in answers.items():
+        for name, result in body["models"].items():  # type: ignore[attr-defined]
+            for label, probability in result["probabilities"].items():
+                assert probability == pytest.approx(
+                    expected[index]["models"][name]["probabilities"][label], abs=1e-6
+                )
+    metrics = batched.get("/metrics").text
+    batches = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("xray_batch_size_count"))
+    )
+    images_seen = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("xray_batch_size_sum"))
+    )
+    assert images_seen == len(images)
+    assert batches < images_seen  # some requests shared a forward pass
