@@ -102,7 +102,12 @@ def _export(args: argparse.Namespace) -> int:
 
     split = prepare_split(args.data, args.runs, _split_config(args))
     export_and_calibrate(
-        args.run, args.models_dir, split, args.cache or args.runs / "cache", version=args.version
+        args.run,
+        args.models_dir,
+        split,
+        args.cache or args.runs / "cache",
+        version=args.version,
+        quantize=args.quantize,
     )
     return 0
 
@@ -173,6 +178,11 @@ def register(commands: Any) -> None:
     _common(export)
     export.add_argument("--run", type=Path, required=True, help="the run folder, e.g. runs/scratch")
     export.add_argument("--version", help="model version (default: a timestamp)")
+    export.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        help="serve an onnxruntime static INT8 copy calibrated on training images (default: the recipe's)",
+    )
     export.set_defaults(handler=_export)
 
     evaluate = commands.add_parser("evaluate", help="evaluate the exported models and ensembles")

@@ -12,7 +12,7 @@ import logging
 import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -79,13 +79,28 @@ def prepare_split(data_dir: Path, runs_dir: Path, config: SplitConfig) -> Split:
 
 
 def export_and_calibrate(
-    run_dir: Path, models_dir: Path, split: Split, cache_dir: Path, *, version: str | None = None
+    run_dir: Path,
+    models_dir: Path,
+    split: Split,
+    cache_dir: Path,
+    *,
+    version: str | None = None,
+    quantize: Literal["none", "int8"] | None = None,
 ) -> dict[str, Any]:
-    """Export a run, fit its temperature on the validation split, and write its manifest entry."""
+    """Export a run, fit its temperature on the validation split, and write its manifest entry.
+
+    Args:
+        run_dir: The training run.
+        models_dir: Where the ONNX file and the manifest go.
+        split: The split the run was trained on.
+        cache_dir: The decoded-image cache.
+        version: The model version; default: the export's timestamp.
+        quantize: Serve an INT8 copy (`int8`) or the float model (`none`); default: the run's recipe.
+    """
     config = load_run_config(run_dir)
     val_images = np.asarray(load_images(split.val, config.size, cache_dir))
     entry = export_run(run_dir, models_dir, val_images[:8], version=version)
-    if config.quantize == "int8":
+    if (quantize or config.quantize) == "int8":
         entry = _quantize_entry(entry, run_dir, models_dir, split, cache_dir, val_images, config.seed)
     logits = onnx_logits(models_dir / entry["file"], val_images)
     labels = labels_of(split.val)

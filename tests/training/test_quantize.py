@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
+from service.cli import main
 from service.core.config import Settings
 from service.inference.manifest import load_manifest, verify_model_files
 from service.inference.predictor import load_predictor
@@ -24,19 +25,26 @@ from training.workflow import compare_quantized, export_and_calibrate
 pytestmark = pytest.mark.slow
 
 
-def _export_int8_scratch(tmp_path: Path) -> tuple[Split, Path, Path]:
-    """An untrained scratch network exported as INT8; returns the split, runs and models folders."""
-    split = split_by_group(
-        read_dataset(write_labelled_images(tmp_path / "data", per_class=12)), SplitConfig(seed=0)
-    )
+def _export_int8_scratch(tmp_path: Path, *, by_flag: bool = False) -> tuple[Split, Path, Path]:
+    """An untrained scratch network exported as INT8; returns the split, runs and models folders.
+
+    INT8 comes from the run's recipe, or with `by_flag` from `xray export --quantize int8` on a
+    float recipe.
+    """
+    data = write_labelled_images(tmp_path / "data", per_class=12)
+    split = split_by_group(read_dataset(data), SplitConfig())
     runs, models = tmp_path / "runs", tmp_path / "models"
     run = runs / "scratch"
     run.mkdir(parents=True)
-    (run / "config.json").write_text(
-        TrainConfig(arch="scratch", image_size=32, quantize="int8").model_dump_json()
-    )
+    recipe = TrainConfig(arch="scratch", image_size=32, quantize="none" if by_flag else "int8")
+    (run / "config.json").write_text(recipe.model_dump_json())
     build_model("scratch", 32).model.save(run / "best.keras")
-    export_and_calibrate(run, models, split, tmp_path / "cache", version="q1")
+    if by_flag:
+        command = ["export", "--run", str(run), "--data", str(data), "--runs", str(runs),
+                   "--models-dir", str(models), "--version", "q1", "--quantize", "int8"]  # fmt: skip
+        assert main(command) == 0
+    else:
+        export_and_calibrate(run, models, split, runs / "cache", version="q1")
     return split, runs, models
 
 
@@ -65,9 +73,9 @@ def test_int8_export_is_served_with_its_comparison_to_float(tmp_path: Path) -> N
 
 
 def test_int8_is_compared_with_its_float_original_per_source(tmp_path: Path) -> None:
-    split, runs, models = _export_int8_scratch(tmp_path)
+    split, runs, models = _export_int8_scratch(tmp_path, by_flag=True)
 
-    comparison = compare_quantized(models, runs, split.test, tmp_path / "cache")
+    comparison = compare_quantized(models, runs, split.test, runs / "cache")
 
     scores = comparison["scratch"]
     sources = {record.source for record in split.test}
