@@ -89,6 +89,37 @@ def bare_onnxruntime(models_dir: Path, repeat: int) -> dict[str, dict[str, float
     return results
 
 
+def sequential_vs_parallel(models_dir: Path, repeat: int, batch: int = 1) -> dict[str, float]:
+    """Seconds for one batch through all models: one after another, or side by side in threads.
+
+    One after another, each session gets every core (intra-op threads = the CPU quota); side by
+    side, each gets an equal share. Whichever is faster is what the service should do.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    cores = session_threads(Settings()).intra_op
+    together = load_predictor(Settings(models_dir=models_dir, intra_op_threads=cores))
+    apart = load_predictor(
+        Settings(models_dir=models_dir, intra_op_threads=max(1, cores // len(together.models)))
+    )
+    rng = np.random.default_rng(0)
+
+    def inputs(predictor: Any) -> list[tuple[Any, Any]]:
+        return [
+            (m, m.from_gray(rng.integers(0, 256, (batch, m.entry.input.height, m.entry.input.width))))
+            for m in predictor.models.values()
+        ]
+
+    one_by_one = inputs(together)
+    side_by_side = inputs(apart)
+    with ThreadPoolExecutor(max_workers=len(side_by_side)) as pool:
+        parallel = _median_seconds(
+            lambda: list(pool.map(lambda pair: pair[0].run(pair[1]), side_by_side)), repeat=repeat
+        )
+    sequential = _median_seconds(lambda: [model.run(tensor) for model, tensor in one_by_one], repeat=repeat)
+    return {"sequential_ms": 1000 * sequential, "parallel_ms": 1000 * parallel}
+
+
 def _keras_timings(arch: str, size: int, repeat: int) -> dict[str, float]:
     import tensorflow as tf
 
@@ -249,6 +280,21 @@ def main() -> None:
     )
     report["bare"] = rows
     sum_b1 = sum(seconds["1"] for seconds in bare.values())
+    modes = [
+        {
+            "batch": batch,
+            **{
+                k: round(v, 1) for k, v in sequential_vs_parallel(args.models_dir, args.repeat, batch).items()
+            },
+        }
+        for batch in (1, 8)
+    ]
+    publish(
+        "All models on one batch: one after another vs side by side (ms)",
+        modes,
+        args.json.with_suffix(".modes.json"),
+    )
+    report["modes"] = modes
     ensemble_best = 1 / sum(min(s[str(b)] / b for b in BATCHES) for s in bare.values())
 
     if not args.skip_keras:
