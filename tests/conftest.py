@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from fastapi.testclient import TestClient
 
@@ -16,6 +17,12 @@ from tests.factories import ModelSpec, default_specs, write_models_dir
 from tests.orthanc import Orthanc, find_orthanc, running_orthanc
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Locally each run explores new examples; in CI the examples are fixed, so that a landing is not
+# decided by luck (a failure found locally is kept in .hypothesis/ and replayed first).
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 def shared_data_dir() -> Path:
