@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GRAYSCALE = {"MONOCHROME1", "MONOCHROME2"}
+_IDENTIFYING = ("SOPClassUID", "SOPInstanceUID", "Modality", "Rows", *_PIXEL_KEYWORDS)
 
 
 class UnsupportedDicomError(InvalidImageError):
@@ -120,12 +121,15 @@ def read_dataset(data: bytes) -> pydicom.Dataset:
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, OverflowError) as exc:
         raise InvalidImageError(f"the upload is not a readable DICOM file: {exc}") from exc
     try:
-        # A forced read accepts any bytes; real data has elements beyond the command group 0000.
-        recognised = any(element.tag.group >= 0x0008 for element in ds)
+        # A forced read accepts any bytes and finds "elements" in noise; a real object, even a
+        # pre-Part-10 one, carries at least one of these.
+        recognised = any(keyword in ds for keyword in _IDENTIFYING)
     except Exception as exc:
         raise InvalidImageError(f"the upload is not a readable DICOM file: {exc}") from exc
     if not recognised:
-        raise InvalidImageError("the upload is not a DICOM file: it holds no DICOM data elements")
+        raise InvalidImageError(
+            "the upload is not a DICOM file: it holds no recognisable DICOM data elements"
+        )
     if not hasattr(ds, "file_meta"):
         ds.file_meta = FileMetaDataset()
     if "TransferSyntaxUID" not in ds.file_meta:
