@@ -7,16 +7,12 @@ through `/predict` and recomputes the metrics recorded in the manifest (skipped 
 
 from __future__ import annotations
 
+import json
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -25,6 +21,7 @@ from service.api.app import create_app
 from service.core.config import Settings
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from tests.conftest import REPO, wait_ready
+from tests.live_server import LiveServer, live_server
 from training.config import SplitConfig
 from training.data import Record, read_dataset, split_by_group
 from training.metrics import classification_metrics, pairwise_auc
@@ -125,49 +122,25 @@ def test_bundled_models_reproduce_their_recorded_test_metrics_through_the_servic
                 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
-def served() -> Iterator[str]:
-    """`xray serve` on the bundled models, as the README starts it, on a free loopback port."""
-    port = _free_port()
-    environment = {**os.environ, "XRAY_HOST": "127.0.0.1", "XRAY_PORT": str(port)}
-    command = [sys.executable, "-m", "service.cli", "serve"]
-    server = subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise AssertionError("xray serve did not become ready in 120 s")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def served() -> Iterator[LiveServer]:
+    """`xray serve` on the bundled models, as the README starts it (its default models folder)."""
+    with live_server() as server:
+        yield server
 
 
 @pytest.mark.shared_data
 def test_xray_serve_answers_a_real_radiograph_with_the_bundled_models(
-    shared_data: Path, served: str, manifest: Manifest
+    shared_data: Path, served: LiveServer, manifest: Manifest
 ) -> None:
     image = next((shared_data / "cxr" / "images" / "tuberculosis").glob("*.jpg"))
-    response = httpx.post(f"{served}/predict", files={"file": (image.name, image.read_bytes(), "image/jpeg")})
-    assert response.status_code == 200, response.text
-    body = response.json()
+    status, _, content = served.request(
+        "POST", "/predict", image.read_bytes(), {"Content-Type": "image/jpeg"}
+    )
+    assert status == 200, content
+    body = json.loads(content)
     assert body["model_versions"] == {entry.name: entry.version for entry in manifest.models}
     for result in (*body["models"].values(), *body["ensembles"].values()):
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
-    models = httpx.get(f"{served}/models").json()
+    models = json.loads(served.request("GET", "/models")[2])
     assert {model["name"] for model in models["models"]} == set(ARCHITECTURES)

@@ -1,0 +1,105 @@
+"""Load and shutdown on a real server: overload is a clean 503, memory stays flat, SIGTERM drains.
+
+Bounded in count and time: `XRAY_LOAD_SECONDS` (default 60) of 64 closed-loop clients against
+`xray serve` on small pixel-dependent models, on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.factories import ModelSpec, gradient, png_bytes
+from tests.live_server import LiveServer, live_server
+
+pytestmark = pytest.mark.slow
+
+SPECS = [
+    ModelSpec("scratch", weights=[4.0, 0.0, -4.0], bias=[-2.0, 0.0, 2.0], height=64, width=64),
+    ModelSpec("inception_resnet_v2", weights=[-3.0, 3.0, 0.0], bias=[1.0, -1.0, 0.0], height=48, width=48),
+    ModelSpec("efficientnet_v2_b2", weights=[1.0, -1.0, 2.0], bias=[0.0, 0.5, -1.0], height=40, width=40),
+]
+IMAGE = png_bytes(gradient(256, 256))
+HEADERS = {"Content-Type": "image/png"}
+
+
+def hammer(server: LiveServer, clients: int, stop: Callable[[], bool]) -> list[tuple[float, int | str, bool]]:
+    """`clients` closed-loop clients until `stop()`: (start time, status or error name, Retry-After)."""
+    outcomes: list[tuple[float, int | str, bool]] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not stop():
+            started = time.monotonic()
+            try:
+                status, headers, _ = server.request("POST", "/predict", IMAGE, HEADERS)
+                outcome: tuple[float, int | str, bool] = (
+                    started,
+                    status,
+                    "retry-after" in {k.lower() for k in headers},
+                )
+            except OSError as exc:
+                outcome = (started, type(exc).__name__, False)
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_64_clients_get_answers_or_503_with_retry_after_and_memory_stays_flat(
+    make_models: Callable[..., Path],
+) -> None:
+    seconds = float(os.environ.get("XRAY_LOAD_SECONDS", "60"))
+    with live_server(make_models(SPECS), max_queue="16") as server:
+        warm_deadline = time.monotonic() + min(5.0, seconds / 4)
+        hammer(server, 64, lambda: time.monotonic() > warm_deadline)
+        rss_before = server.rss_kb()
+        deadline = time.monotonic() + seconds
+        outcomes = hammer(server, 64, lambda: time.monotonic() > deadline)
+        rss_after = server.rss_kb()
+        statuses = Counter(status for _, status, _ in outcomes)
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses[200] > 0
+        assert all(retry for _, status, retry in outcomes if status == 503)
+        assert rss_after < 1.10 * rss_before, (rss_before, rss_after)
+        assert server.request("GET", "/health/ready")[0] == 200
+
+
+def test_sigterm_under_load_answers_every_accepted_request(make_models: Callable[..., Path]) -> None:
+    with live_server(make_models(SPECS), graceful_shutdown_seconds="30") as server:
+        sent_sigterm: list[float] = []
+
+        def stop() -> bool:
+            return bool(sent_sigterm) and time.monotonic() > sent_sigterm[0] + 1.0
+
+        def terminate_later() -> None:
+            time.sleep(3.0)
+            sent_sigterm.append(time.monotonic())
+            server.process.send_signal(signal.SIGTERM)
+
+        killer = threading.Thread(target=terminate_later)
+        killer.start()
+        outcomes = hammer(server, 16, stop)
+        killer.join()
+        # uvicorn drains, then re-raises the signal it caught: exit by SIGTERM, after the drain.
+        assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    sigterm = sent_sigterm[0]
+    # Requests started well before SIGTERM were accepted: each must have a full answer.
+    accepted = [status for started, status, _ in outcomes if started < sigterm - 0.2]
+    assert accepted
+    assert set(accepted) <= {200, 503}, Counter(accepted)
+    # After SIGTERM new connections are refused (not reset mid-answer).
+    late = Counter(status for started, status, _ in outcomes if started > sigterm + 0.5)
+    assert set(late) <= {"ConnectionRefusedError", 503, 200}, late
