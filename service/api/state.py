@@ -85,6 +85,11 @@ class ServiceState:
         self.readiness.ready = True
         self.metrics.ready.set(1)
         logger.info("all models warmed up; ready")
+        try:
+            # After readiness: /predict and Grad-CAM need none of it, and it takes seconds.
+            await asyncio.to_thread(self.predictor.warm_up_explanations)
+        except Exception:
+            logger.exception("SHAP warm-up failed; SHAP requests will pay their own start-up")
 
     def _decode_job(self, data: bytes, declared: ImageFormat | None) -> Callable[[], DecodedImage]:
         return lambda: decode_image(data, declared=declared, max_pixels=self.settings.max_pixels)

@@ -32,7 +32,7 @@ from service.inference.gradcam import FloatMap, normalise, upsample
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from service.inference.preprocessing import DecodedImage, DicomReference
 from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
-from service.inference.shap import ShapBudget, shap_map
+from service.inference.shap import ExplanationUnavailableError, ShapBudget, shap_map
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +262,25 @@ class Predictor:
                     f"{bool(np.all(np.isfinite(logits)))}, expected (1, {len(self.classes)}) finite values"
                 )
             logger.info("warm-up of %s on %s took %.3fs", name, model.provider, time.perf_counter() - started)
+
+    def warm_up_explanations(self) -> None:
+        """Compute one small SHAP map, so that the first SHAP request does not pay shap's start-up.
+
+        shap compiles parts of itself with numba on first use: about 15 s on two cores, after
+        which a call takes milliseconds. Without this, the first `/explain?method=shap` after a
+        start would wait for the compiler (and could run past its time limit). A server without
+        shap skips it.
+        """
+        model = next(iter(self.models.values()))
+        spec = model.entry.input
+        started = time.perf_counter()
+        try:
+            blank = np.zeros((spec.height, spec.width), dtype=np.uint8)
+            shap_map(model, blank, 0, ShapBudget.starting_now(10, 600))
+        except ExplanationUnavailableError:
+            logger.info("shap is not installed: SHAP explanations answer 501")
+            return
+        logger.info("SHAP warm-up took %.1fs", time.perf_counter() - started)
 
 
 def session_threads(settings: Settings) -> ThreadConfig:
