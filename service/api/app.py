@@ -15,7 +15,7 @@ from service import __version__
 from service.api.metrics import Metrics
 from service.api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from service.api.problems import install_problem_handlers
-from service.api.routes import dicomweb, explain, health, metrics, models, predict
+from service.api.routes import dicomweb, explain, health, metrics, models, predict, web
 from service.api.state import ServiceState
 from service.core.config import Settings
 from service.inference.batcher import MicroBatcher
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
             expose_headers=[REQUEST_ID_HEADER, "Retry-After"],
         )
     app.add_middleware(RequestContextMiddleware, metrics=registry)
-    for module in (predict, explain, dicomweb, models, health, metrics):
+    for module in (predict, explain, dicomweb, models, health, metrics, web):
         app.include_router(module.router)
+    app.mount("/static", web.static_files(), name="static")
     return app

@@ -111,6 +111,11 @@ class ExplainResponse(PredictResponse):
     """The body of `POST /explain`: the `/predict` body plus the maps."""
 
     explanations: dict[str, MapResult] = Field(description="Per model, and `ensemble`.")
+    image_png: str | None = Field(
+        default=None,
+        description="With `include_image=true`: the radiograph as the service decoded it (8-bit gray, "
+        "after DICOM windowing), base64 PNG at its size; what the maps are drawn over.",
+    )
 
     @classmethod
     def from_explanation(
@@ -119,6 +124,7 @@ class ExplainResponse(PredictResponse):
         pngs: dict[str, tuple[str, str]],
         layers: dict[str, str | None],
         request_id: str,
+        image_png: str | None = None,
     ) -> ExplainResponse:
         """Build the response from the maps and their base64 PNGs (heatmap, overlay)."""
         base = PredictResponse.from_prediction(result.prediction, request_id)
@@ -133,7 +139,7 @@ class ExplainResponse(PredictResponse):
             )
             for name, (heat, overlay) in pngs.items()
         }
-        return cls(**base.model_dump(), explanations=explanations)
+        return cls(**base.model_dump(), explanations=explanations, image_png=image_png)
 
 
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters.

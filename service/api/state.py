@@ -18,7 +18,7 @@ from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
 from service.inference.batcher import MicroBatcher
-from service.inference.gradcam import overlay_rgb, render_all
+from service.inference.gradcam import encode_png, overlay_rgb, render_all
 from service.inference.predictor import (
     Explanation,
     ExplanationMethod,
@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
 @contextlib.contextmanager
 def _runtime_failures(what: str) -> Iterator[None]:
     """Turn an unforeseen runtime failure into a 503 for this request; the service stays up."""
@@ -48,6 +52,23 @@ def _runtime_failures(what: str) -> Iterator[None]:
             f"the model runtime failed on {what}; the service is still up, retry or report it",
             retry_after=1,
         ) from exc
+
+
+@dataclass(frozen=True)
+class RenderedExplanation:
+    """An explanation with its maps as base64 PNGs, as /explain answers it.
+
+    Attributes:
+        result: The prediction, the target and the maps.
+        pngs: Per model and `ensemble`: (heatmap PNG, overlay PNG), base64.
+        image_png: The decoded radiograph as a base64 PNG, when asked for.
+        timings: Seconds spent in `explain` (models and maps) and in `render` (PNGs).
+    """
+
+    result: Explanation
+    pngs: dict[str, tuple[str, str]]
+    image_png: str | None
+    timings: dict[str, float]
 
 
 @dataclass
@@ -139,17 +160,14 @@ class ServiceState:
         target: str,
         models: Sequence[str],
         max_evals: int,
-    ) -> tuple[Explanation, dict[str, tuple[str, str]], dict[str, float]]:
+        include_image: bool = False,
+    ) -> RenderedExplanation:
         """Predict one upload with explanation maps, and render each map as base64 PNGs.
 
         The SHAP time limit starts when the job starts, not while it waits in the queue.
-
-        Returns:
-            The result; per model and `ensemble`, (heatmap PNG, overlay PNG) in base64; and the
-            seconds spent in `explain` (models and maps) and in `render` (PNGs).
         """
 
-        def run(image: DecodedImage) -> tuple[Explanation, dict[str, tuple[str, str]], dict[str, float]]:
+        def run(image: DecodedImage) -> RenderedExplanation:
             budget = ShapBudget.starting_now(max_evals, self.settings.shap_time_limit_seconds)
             started = time.perf_counter()
             result = self.predictor.explain(
@@ -158,12 +176,10 @@ class ServiceState:
             explained = time.perf_counter()
             self.metrics.observe_batch([result.prediction])
             rendered = render_all(image.pixels, result.all_maps, threads=self.render_threads)
-            pngs = {
-                name: (base64.b64encode(heat).decode("ascii"), base64.b64encode(overlay).decode("ascii"))
-                for name, (heat, overlay) in rendered.items()
-            }
+            pngs = {name: (_base64(heat), _base64(overlay)) for name, (heat, overlay) in rendered.items()}
+            image_png = _base64(encode_png(image.pixels)) if include_image else None
             timings = {"explain": explained - started, "render": time.perf_counter() - explained}
-            return result, pngs, timings
+            return RenderedExplanation(result, pngs, image_png, timings)
 
         return await self._on_pool(data, declared, run)
 

@@ -36,6 +36,9 @@ async def explain(
         int | None,
         Query(ge=10, description="SHAP evaluations per model (default and maximum: server settings)."),
     ] = None,
+    include_image: Annotated[
+        bool, Query(description="Also return the decoded radiograph (`image_png`), e.g. to display a DICOM.")
+    ] = False,
 ) -> ExplainResponse:
     """Grad-CAM (Selvaraju et al.) or SHAP (Lundberg & Lee) maps for the target class.
 
@@ -53,14 +56,23 @@ async def explain(
         )
     predictor = state.predictor
     chosen = predictor.explanation_request(target, models.split(",") if models is not None else None, method)
-    result, pngs, timings = await state.explain(
-        upload.data, upload.declared, method=method, target=target, models=chosen, max_evals=evals
+    rendered = await state.explain(
+        upload.data,
+        upload.declared,
+        method=method,
+        target=target,
+        models=chosen,
+        max_evals=evals,
+        include_image=include_image,
     )
+    result = rendered.result
     response.headers["Server-Timing"] = server_timing(
-        {"inference": sum(result.prediction.timings.values()), **timings}
+        {"inference": sum(result.prediction.timings.values()), **rendered.timings}
     )
     layers = {
         name: model.entry.gradcam.layer if model.entry.gradcam and method == "gradcam" else None
         for name, model in predictor.models.items()
     }
-    return ExplainResponse.from_explanation(result, pngs, layers, request.state.request_id)
+    return ExplainResponse.from_explanation(
+        result, rendered.pngs, layers, request.state.request_id, rendered.image_png
+    )

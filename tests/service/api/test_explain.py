@@ -180,3 +180,13 @@ def test_server_timing_splits_inference_maps_and_rendering(explainer: TestClient
     assert all(value >= 0 for value in phases.values())
     assert phases["inference"] <= phases["explain"]  # the forward passes are part of `explain`
     assert predicted.headers["Server-Timing"].startswith("inference;dur=")
+
+
+def test_include_image_returns_the_radiograph_as_decoded(explainer: TestClient) -> None:
+    image = gradient(70, 50)
+    without = explainer.post("/explain", content=png_bytes(image), headers={"Content-Type": "image/png"})
+    assert "image_png" not in without.json()
+    response = explainer.post(
+        "/explain?include_image=true", content=png_bytes(image), headers={"Content-Type": "image/png"}
+    )
+    np.testing.assert_array_equal(decode(response.json()["image_png"]), image)

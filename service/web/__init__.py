@@ -1,0 +1,1 @@
+"""The single page at `/`: upload a radiograph, see the probabilities, ensembles and Grad-CAM overlays."""
