@@ -6,6 +6,7 @@ Bounded in count and time: `XRAY_LOAD_SECONDS` (default 60) of 64 closed-loop cl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -27,6 +28,16 @@ SPECS = [
     ModelSpec("efficientnet_v2_b2", weights=[1.0, -1.0, 2.0], bias=[0.0, 0.5, -1.0], height=40, width=40),
 ]
 IMAGE = png_bytes(gradient(256, 256))
+#: Where the figures of each run are written, for the closing note and for comparing runs.
+REPORTS = Path(os.environ.get("XRAY_REPORT_DIR", "runs/reports"))
+
+
+def report(name: str, figures: dict[str, object]) -> None:
+    """Write one test's figures as JSON (the test asserts on them; this only keeps them)."""
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))
+
+
 HEADERS = {"Content-Type": "image/png"}
 
 
@@ -70,6 +81,17 @@ def test_64_clients_get_answers_or_503_with_retry_after_and_memory_stays_flat(
         outcomes = hammer(server, 64, lambda: time.monotonic() > deadline)
         rss_after = server.rss_kb()
         statuses = Counter(status for _, status, _ in outcomes)
+        report(
+            "load",
+            {
+                "clients": 64,
+                "seconds": seconds,
+                "statuses": dict(statuses),
+                "requests_per_second": len(outcomes) / seconds,
+                "rss_kb_before": rss_before,
+                "rss_kb_after": rss_after,
+            },
+        )
         assert set(statuses) <= {200, 503}, statuses
         assert statuses[200] > 0
         assert all(retry for _, status, retry in outcomes if status == 503)
@@ -96,6 +118,18 @@ def test_sigterm_under_load_answers_every_accepted_request(make_models: Callable
         # uvicorn drains, then re-raises the signal it caught: exit by SIGTERM, after the drain.
         assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)
     sigterm = sent_sigterm[0]
+    report(
+        "sigterm",
+        {
+            "clients": 16,
+            "before_sigterm": dict(
+                Counter(status for started, status, _ in outcomes if started < sigterm - 0.2)
+            ),
+            "after_sigterm": dict(
+                Counter(status for started, status, _ in outcomes if started > sigterm + 0.5)
+            ),
+        },
+    )
     # Requests started well before SIGTERM were accepted: each must have a full answer.
     accepted = [status for started, status, _ in outcomes if started < sigterm - 0.2]
     assert accepted
