@@ -120,6 +120,49 @@ def sequential_vs_parallel(models_dir: Path, repeat: int, batch: int = 1) -> dic
     return {"sequential_ms": 1000 * sequential, "parallel_ms": 1000 * parallel}
 
 
+def int8_versus_float(models_dir: Path, runs_dir: Path, repeat: int) -> list[dict[str, Any]]:
+    """For each INT8 model whose float original is in its run folder: speed and test accuracy of both.
+
+    The float file is the one the export kept (`runs/<model>/<model>.float.onnx`); both run with
+    the service's thread settings on the same random batch. Accuracies are the test-split figures
+    `xray evaluate` recorded under the model's `quantization` entry.
+    """
+    import onnxruntime as ort
+
+    predictor = load_predictor(Settings(models_dir=models_dir))
+    threads = session_threads(Settings()).intra_op
+    rows = []
+    for name, model in predictor.models.items():
+        quantization = model.entry.quantization
+        float_path = runs_dir / name / f"{name}.float.onnx"
+        if quantization is None or not float_path.is_file():
+            continue
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        float_session = ort.InferenceSession(str(float_path), options, providers=["CPUExecutionProvider"])
+        spec = model.entry.input
+        row: dict[str, Any] = {"model": name}
+        for batch in (1, 8):
+            tensor = model.from_gray(
+                np.random.default_rng(0).integers(0, 256, (batch, spec.height, spec.width))
+            )
+            feeds = {spec.name: tensor}
+            int8 = _median_seconds(functools.partial(model.run, tensor), repeat=repeat)
+            fp32 = _median_seconds(functools.partial(float_session.run, None, feeds), repeat=repeat)
+            row[f"b{batch}_float_ms"] = round(1000 * fp32, 1)
+            row[f"b{batch}_int8_ms"] = round(1000 * int8, 1)
+            row[f"b{batch}_speedup"] = round(fp32 / int8, 2)
+        pooled = quantization.get("test", {}).get("pooled", {})
+        row["test_macro_f1_float"] = round(pooled.get("macro_f1_float32", float("nan")), 4)
+        row["test_macro_f1_int8"] = round(pooled.get("macro_f1_int8", float("nan")), 4)
+        row["top1_agreement"] = round(pooled.get("top1_agreement", float("nan")), 4)
+        row["mb_float_int8"] = (
+            f"{quantization.get('float_bytes', 0) / 1e6:.0f} / {quantization.get('int8_bytes', 0) / 1e6:.0f}"
+        )
+        rows.append(row)
+    return rows
+
+
 def _keras_timings(arch: str, size: int, repeat: int) -> dict[str, float]:
     import tensorflow as tf
 
@@ -240,6 +283,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0, help="per concurrency level")
     parser.add_argument("--skip-keras", action="store_true")
+    parser.add_argument(
+        "--runs", type=Path, default=Path("runs"), help="run folders with the float originals"
+    )
     parser.add_argument("--json", type=Path, default=Path("runs/bench/serving.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -295,6 +341,10 @@ def main() -> None:
         args.json.with_suffix(".modes.json"),
     )
     report["modes"] = modes
+    quantized = int8_versus_float(args.models_dir, args.runs, args.repeat)
+    if quantized:
+        publish("INT8 against its float32 original", quantized, args.json.with_suffix(".int8.json"))
+        report["int8"] = quantized
     ensemble_best = 1 / sum(min(s[str(b)] / b for b in BATCHES) for s in bare.values())
 
     if not args.skip_keras:
