@@ -80,16 +80,25 @@ LIMITATIONS = """\
   one of the three classes.
 - **Calibration** was fitted on the validation split of the same sources; probabilities on other
   data are not calibrated.
-- **Heatmaps** (Grad-CAM, SHAP) show what drives a model's score, not where disease is. On these
-  models they often highlight non-anatomical regions, which is a warning, not a localisation.
+- **Heatmaps** (Grad-CAM, SHAP) show what drives a model's score, not where disease is. Those of
+  these models have not been reviewed by a radiologist; a map over a marker, the edge of the
+  image or outside the lungs is a warning about the model, not a finding.
 """
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, float):
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.2g}"  # learning rates, weight decay: 0.0002, not 0.000
+        if abs(value) >= 100:
+            return f"{value:.0f}"
         return f"{value:.{digits}f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_fmt(item)}" for key, item in value.items())
     return str(value)
 
 
@@ -141,10 +150,7 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
         ("dropout before the head", config.get("dropout")),
         ("batch-norm momentum", config.get("bn_momentum")),
         ("class weights", entry.training.get("class_weights") or config.get("class_weights")),
-        (
-            "augmentation",
-            ", ".join(f"{key} {value}" for key, value in augment.items()) if augment else None,
-        ),
+        ("augmentation", augment or None),
         ("early-stopping patience (epochs)", config.get("patience")),
         ("seed", config.get("seed")),
         ("training images/s (last segment)", entry.training.get("train_images_per_second")),

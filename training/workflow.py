@@ -245,8 +245,9 @@ def compare_quantized(
                 "count": int(mask.sum()),
                 "top1_agreement": float(np.mean(predicted["float32"][mask] == predicted["int8"][mask])),
                 **{
+                    # Macro-F1 over the classes present, as the evaluation report counts it.
                     f"{metric}_{kind}": float(
-                        f1_score(labels[mask], guess[mask], average="macro")
+                        f1_score(labels[mask], guess[mask], labels=np.unique(labels[mask]), average="macro")
                         if metric == "macro_f1"
                         else np.mean(guess[mask] == labels[mask])
                     )
