@@ -75,6 +75,9 @@ def main() -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the server did not become ready") from None
                 time.sleep(0.2)
+        # The service compiles shap (numba) in the background after readiness; a first SHAP
+        # request waits for that, so nothing below is measured beside the compiler.
+        _post(f"{base}/explain?method=shap&max_evals=10", body, content_type)
         cases = [
             ("/predict", f"{base}/predict", args.repeat),
             ("/explain gradcam", f"{base}/explain?method=gradcam", args.repeat),
