@@ -11,36 +11,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from bench.report import publish
+from bench.server import Server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _post(url: str, body: bytes, content_type: str) -> tuple[float, dict[str, float]]:
+def _post(server: Server, path: str, body: bytes, content_type: str) -> tuple[float, dict[str, float]]:
     """Wall-clock seconds of one request, and the server's own phases from `Server-Timing` (ms)."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     started = time.perf_counter()
-    with urllib.request.urlopen(request, timeout=600) as response:
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{url}: HTTP {response.status}")
-        header = response.headers.get("Server-Timing", "")
+    status, headers, _ = server.request("POST", path, body, content_type)
     elapsed = time.perf_counter() - started
+    if status != 200:
+        raise RuntimeError(f"{path}: HTTP {status}")
     phases = {}
-    for part in header.split(","):
+    for part in headers.get("server-timing", "").split(","):
         name, _, duration = part.partition(";dur=")
         if duration:
             phases[name.strip()] = float(duration)
@@ -61,37 +48,25 @@ def main() -> None:
     if args.image.suffix.lower() == ".png":
         content_type = "image/png"
     body = args.image.read_bytes()
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "XRAY_MODELS_DIR": str(args.models_dir), "XRAY_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)], env=env)
+    server = Server(args.models_dir)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health/ready", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the server did not become ready") from None
-                time.sleep(0.2)
         # The service compiles shap (numba) in the background after readiness; a first SHAP
         # request waits for that, so nothing below is measured beside the compiler.
-        _post(f"{base}/explain?method=shap&max_evals=10", body, content_type)
+        _post(server, "/explain?method=shap&max_evals=10", body, content_type)
         cases = [
-            ("/predict", f"{base}/predict", args.repeat),
-            ("/explain gradcam", f"{base}/explain?method=gradcam", args.repeat),
+            ("/predict", "/predict", args.repeat),
+            ("/explain gradcam", "/explain?method=gradcam", args.repeat),
             (
                 f"/explain shap ({args.shap_evals} evals)",
-                f"{base}/explain?method=shap&max_evals={args.shap_evals}",
+                f"/explain?method=shap&max_evals={args.shap_evals}",
                 args.shap_repeat,
             ),
         ]  # fmt: skip
         rows: list[dict[str, float | int | str]] = []
-        for name, url, repeat in cases:
+        for name, path, repeat in cases:
             for _ in range(2):
-                _post(url, body, content_type)
-            results = [_post(url, body, content_type) for _ in range(repeat)]
+                _post(server, path, body, content_type)
+            results = [_post(server, path, body, content_type) for _ in range(repeat)]
             times = sorted(elapsed for elapsed, _ in results)
             row: dict[str, float | int | str] = {
                 "request": name,
@@ -106,8 +81,7 @@ def main() -> None:
                 row[f"server_{phase}_ms"] = round(statistics.median(values), 1) if values else "–"
             rows.append(row)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        server.stop()
     for row in rows:
         row["vs_predict"] = round(float(row["median_ms"]) / float(rows[0]["median_ms"]), 2)
     publish(

@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import http.client
 import json
 import logging
 import os
 import platform
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import publish
+from bench.server import Server
 from service.core.config import Settings
 from service.inference.manifest import load_manifest
 from service.inference.predictor import load_predictor, session_threads
@@ -186,57 +183,6 @@ def keras_baseline(models: dict[str, int], repeat: int) -> dict[str, dict[str, f
     return {arch: _keras_timings(arch, size, repeat) for arch, size in models.items()}
 
 
-class Server:
-    """`xray serve` in a subprocess on a free loopback port."""
-
-    def __init__(self, models_dir: Path, **settings: str) -> None:
-        """Start it and wait until /health/ready answers 200."""
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        env = {**os.environ, "XRAY_MODELS_DIR": str(models_dir), "XRAY_LOG_LEVEL": "WARNING"}
-        env |= {f"XRAY_{key.upper()}": value for key, value in settings.items()}
-        command = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen(command, env=env)
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                status, _ = self.request("GET", "/health/ready")
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("the server did not become ready")
-            time.sleep(0.2)
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str = "image/jpeg"
-    ) -> tuple[int, bytes]:
-        """One request on a fresh connection."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        try:
-            connection.request(method, path, body=body, headers={"Content-Type": content_type})
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
-
-    def peak_rss_mb(self) -> float:
-        """The server's peak resident memory (VmHWM), MB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        """SIGTERM, then wait."""
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-
-
 def latency(server: Server, path: str, body: bytes, repeat: int) -> dict[str, float]:
     """p50 and p99 of sequential requests from one client, ms."""
     for _ in range(2):
@@ -244,7 +190,7 @@ def latency(server: Server, path: str, body: bytes, repeat: int) -> dict[str, fl
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        status, _ = server.request("POST", path, body)
+        status, _, _ = server.request("POST", path, body)
         times.append(time.perf_counter() - started)
         if status != 200:
             raise RuntimeError(f"{path}: HTTP {status}")
@@ -262,7 +208,7 @@ def throughput(server: Server, body: bytes, clients: int, seconds: float) -> flo
 
     def client(index: int) -> None:
         while time.monotonic() < stop:
-            status, _ = server.request("POST", "/predict", body)
+            status, _, _ = server.request("POST", "/predict", body)
             if status == 200:
                 counts[index] += 1
 

@@ -1,0 +1,62 @@
+"""`xray serve` in a subprocess, for the benchmarks that measure real HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class Server:
+    """`xray serve` in a subprocess on a free loopback port."""
+
+    def __init__(self, models_dir: Path, **settings: str) -> None:
+        """Start it and wait until /health/ready answers 200."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        env = {**os.environ, "XRAY_MODELS_DIR": str(models_dir), "XRAY_LOG_LEVEL": "WARNING"}
+        env |= {f"XRAY_{key.upper()}": value for key, value in settings.items()}
+        command = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen(command, env=env)
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                status, _, _ = self.request("GET", "/health/ready")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError("the server did not become ready")
+            time.sleep(0.2)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = "image/jpeg"
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request on a fresh connection: status, headers (lower-case names), body."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        try:
+            connection.request(method, path, body=body, headers={"Content-Type": content_type})
+            response = connection.getresponse()
+            headers = {name.lower(): value for name, value in response.getheaders()}
+            return response.status, headers, response.read()
+        finally:
+            connection.close()
+
+    def peak_rss_mb(self) -> float:
+        """The server's peak resident memory (VmHWM), MB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        """SIGTERM, then wait."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
