@@ -30,12 +30,13 @@ STUDY_MISMATCH = 0xA900  # "Data Set does not match SOP Class" is the nearest co
 
 @dataclass(frozen=True)
 class Part:
-    """One part of the request: its DICOM bytes and, when readable, the instance's identity."""
+    """One part of the request: its DICOM bytes and, when readable, its header and identity."""
 
     data: bytes
     sop_class_uid: str | None
     sop_instance_uid: str | None
     study_instance_uid: str | None
+    header: pydicom.Dataset | None = None  # read without pixels; the written results copy from it
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def identify(data: bytes) -> Part:
             sop_class_uid=str(dataset.get("SOPClassUID", "")) or None,
             sop_instance_uid=str(dataset.get("SOPInstanceUID", "")) or None,
             study_instance_uid=str(dataset.get("StudyInstanceUID", "")) or None,
+            header=dataset,
         )
     except Exception:  # noqa: BLE001 - any unreadable part is a per-instance failure, not a 500
         return Part(data=data, sop_class_uid=None, sop_instance_uid=None, study_instance_uid=None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -115,15 +114,14 @@ async def store_instances(
     client = PacsClient.from_settings(settings) if settings.pacs_url else None
     outcomes = []
     for part in parts:
-        if part.sop_instance_uid is None:  # not a readable DICOM dataset at all
+        if part.header is None or part.sop_instance_uid is None:  # not a readable DICOM dataset at all
             outcomes.append(stow.Outcome(part.sop_class_uid, None, stow.CANNOT_UNDERSTAND))
             continue
         if study_instance_uid is not None and part.study_instance_uid != study_instance_uid:
             outcomes.append(stow.Outcome(part.sop_class_uid, part.sop_instance_uid, stow.STUDY_MISMATCH))
             continue
         try:
-            source = pydicom.dcmread(io.BytesIO(part.data), force=True, stop_before_pixels=True)
-            await _analyse_and_write(state, settings, client, part.data, source)
+            await _analyse_and_write(state, settings, client, part.data, part.header)
         except RequestError as exc:
             if exc.status not in _INSTANCE_STATUSES:
                 raise
