@@ -12,14 +12,11 @@ executor, one batch at a time, because each onnxruntime session already uses eve
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
 from service.errors import OverloadedError
-
-logger = logging.getLogger(__name__)
 
 I = TypeVar("I")  # noqa: E741 - item, as in the typing docs' convention
 R = TypeVar("R")
@@ -56,11 +53,6 @@ class MicroBatcher(Generic[I, R]):
         self._waiting: list[tuple[I, asyncio.Future[R]]] = []
         self._running = False
         self._timer: asyncio.TimerHandle | None = None
-
-    @property
-    def waiting(self) -> int:
-        """Items submitted and not yet in a running batch."""
-        return len(self._waiting)
 
     async def submit(self, item: I) -> R:
         """Run `item` in the next batch and return its result.
