@@ -202,6 +202,19 @@ def write_models_dir(
     return folder
 
 
+def pixel_specs(*, with_maps: bool = False) -> list[ModelSpec]:
+    """Three intensity models at three input sizes, whose answers depend on the pixels."""
+    table = [
+        ("scratch", [4.0, 0.0, -4.0], [-2.0, 0.0, 2.0], 64),
+        ("inception_resnet_v2", [-3.0, 3.0, 0.0], [1.0, -1.0, 0.0], 48),
+        ("efficientnet_v2_b2", [1.0, -1.0, 2.0], [0.0, 0.5, -1.0], 40),
+    ]
+    return [
+        ModelSpec(name, weights=weights, bias=bias, height=side, width=side, with_maps=with_maps)
+        for name, weights, bias, side in table
+    ]
+
+
 def default_specs() -> list[ModelSpec]:
     """Three constant models, none confident enough to decide the cascade at tau 0.9."""
     return [

@@ -17,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import ModelSpec, gradient, png_bytes
+from tests.factories import gradient, pixel_specs, png_bytes
 from tests.live_server import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
 
-SPECS = [
-    ModelSpec("scratch", weights=[4.0, 0.0, -4.0], bias=[-2.0, 0.0, 2.0], height=64, width=64),
-    ModelSpec("inception_resnet_v2", weights=[-3.0, 3.0, 0.0], bias=[1.0, -1.0, 0.0], height=48, width=48),
-    ModelSpec("efficientnet_v2_b2", weights=[1.0, -1.0, 2.0], bias=[0.0, 0.5, -1.0], height=40, width=40),
-]
+SPECS = pixel_specs()
 IMAGE = png_bytes(gradient(256, 256))
 #: Where the figures of each run are written, for the closing note and for comparing runs.
 REPORTS = Path(os.environ.get("XRAY_REPORT_DIR", "runs/reports"))

@@ -20,6 +20,7 @@ from dicomweb_client import DICOMwebClient
 from fastapi.testclient import TestClient
 from pydicom.uid import generate_uid
 
+from service.pacs.client import encode
 from service.pacs.results import SC_SOP_CLASS
 from tests.factories import ModelSpec, dicom_bytes, gradient
 from tests.orthanc import Orthanc
@@ -44,12 +45,6 @@ def fresh_instance(data: bytes) -> pydicom.FileDataset:
     meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     meta.TransferSyntaxUID = dataset.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian)
     return pydicom.FileDataset("", dataset, file_meta=meta, preamble=b"\0" * 128)
-
-
-def part10(dataset: pydicom.FileDataset) -> bytes:
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def synthetic_dx() -> pydicom.FileDataset:
@@ -162,7 +157,7 @@ def assert_written_back(orthanc: Orthanc, source: pydicom.Dataset, predicted: di
 
 
 def predict(client: TestClient, dataset: pydicom.FileDataset) -> dict[str, Any]:
-    response = client.post("/predict", content=part10(dataset), headers={"Content-Type": "application/dicom"})
+    response = client.post("/predict", content=encode(dataset), headers={"Content-Type": "application/dicom"})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -203,7 +198,7 @@ def test_push_analyses_each_stowed_instance_and_writes_back(
     service: Callable[..., TestClient], orthanc: Orthanc, real_cr: pydicom.FileDataset
 ) -> None:
     client = service()
-    body, content_type = multipart_related(part10(real_cr))
+    body, content_type = multipart_related(encode(real_cr))
 
     response = client.post("/dicom-web/studies", content=body, headers={"Content-Type": content_type})
 
@@ -262,7 +257,7 @@ def test_stow_reports_each_failed_instance_with_its_reason(
     client = make_client(make_models(SPECS))  # no PACS: instances are analysed, nothing written
     good = synthetic_dx()
     colour = fresh_instance(dicom_bytes(np.zeros((16, 16, 3), np.uint8)))
-    body, content_type = multipart_related(part10(good), part10(colour), b"not a dicom file")
+    body, content_type = multipart_related(encode(good), encode(colour), b"not a dicom file")
 
     response = client.post("/dicom-web/studies", content=body, headers={"Content-Type": content_type})
 
@@ -279,7 +274,7 @@ def test_stow_with_nothing_analysable_is_409_and_a_wrong_study_fails_its_instanc
     make_client: Callable[..., TestClient], make_models: Callable[..., Path]
 ) -> None:
     client = make_client(make_models(SPECS))
-    body, content_type = multipart_related(part10(synthetic_dx()))
+    body, content_type = multipart_related(encode(synthetic_dx()))
     response = client.post(
         f"/dicom-web/studies/{generate_uid()}", content=body, headers={"Content-Type": content_type}
     )
@@ -349,7 +344,7 @@ def test_push_to_a_pacs_that_is_down_is_502_and_succeeds_when_retried(
     service: Callable[..., TestClient], orthanc: Orthanc
 ) -> None:
     dataset = synthetic_dx()
-    body, content_type = multipart_related(part10(dataset))
+    body, content_type = multipart_related(encode(dataset))
 
     down_service = service(pacs_url=closed_port_url())
     down = down_service.post("/dicom-web/studies", content=body, headers={"Content-Type": content_type})

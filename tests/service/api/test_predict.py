@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.inference.session import OnnxModel
-from tests.factories import dicom_bytes, gradient, jpeg_bytes, png_bytes
+from tests.factories import dicom_bytes, gradient, jpeg_bytes, pixel_specs, png_bytes
 
 PROBLEM = "application/problem+json"
 
@@ -258,14 +258,7 @@ class TestErrors:
 def test_concurrent_requests_share_a_micro_batch_with_the_same_answers(
     make_client: Callable[..., TestClient], make_models: Callable[..., Path]
 ) -> None:
-    from tests.factories import ModelSpec
-
-    specs = [
-        ModelSpec("scratch", weights=[4.0, 0.0, -4.0], bias=[-2.0, 0.0, 2.0], height=64, width=64),
-        ModelSpec("inception_resnet_v2", weights=[-3.0, 3.0, 0.0], bias=[1.0, -1.0, 0.0]),
-        ModelSpec("efficientnet_v2_b2", weights=[1.0, -1.0, 2.0], bias=[0.0, 0.5, -1.0]),
-    ]
-    folder = make_models(specs)
+    folder = make_models(pixel_specs())
     images = [png_bytes((gradient(50 + 7 * i, 60) * (0.3 + 0.1 * i)).astype(np.uint8)) for i in range(6)]
     alone = make_client(folder, batch_max_size=1)
     expected = [

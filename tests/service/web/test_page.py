@@ -15,18 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.factories import ModelSpec
+from tests.factories import pixel_specs
 from tests.live_server import LiveServer, live_server
 
 pytestmark = [pytest.mark.slow]
 
-SPECS = [
-    ModelSpec(
-        "scratch", weights=[4.0, 0.0, -4.0], bias=[-2.0, 0.0, 2.0], height=64, width=64, with_maps=True
-    ),
-    ModelSpec("inception_resnet_v2", weights=[-3.0, 3.0, 0.0], bias=[1.0, -1.0, 0.0], with_maps=True),
-    ModelSpec("efficientnet_v2_b2", weights=[1.0, -1.0, 2.0], bias=[0.0, 0.5, -1.0], with_maps=True),
-]
+SPECS = pixel_specs(with_maps=True)
 SCREENSHOTS = Path(os.environ.get("XRAY_SCREENSHOT_DIR", "runs/screenshots"))
 
 
