@@ -37,7 +37,7 @@ from bench.report import publish
 from bench.server import Server
 from service.core.config import Settings
 from service.inference.manifest import load_manifest
-from service.inference.predictor import load_predictor, session_threads
+from service.inference.predictor import cpu_share, load_predictor
 
 logger = logging.getLogger("bench.serving")
 
@@ -73,8 +73,12 @@ def keras_flops(arch: str, size: int) -> int:
 
 
 def bare_onnxruntime(models_dir: Path, repeat: int) -> dict[str, dict[str, float]]:
-    """Per model: seconds per batch of each size, through the service's own sessions."""
-    predictor = load_predictor(Settings(models_dir=models_dir))
+    """Per model: seconds per batch of each size, through the service's own sessions.
+
+    Each model is measured alone with every core (sequential execution's thread count): the
+    best a model can do by itself, which is what the service is compared with.
+    """
+    predictor = load_predictor(Settings(models_dir=models_dir, model_execution="sequential"))
     results: dict[str, dict[str, float]] = {}
     rng = np.random.default_rng(0)
     for name, model in predictor.models.items():
@@ -94,7 +98,7 @@ def sequential_vs_parallel(models_dir: Path, repeat: int, batch: int = 1) -> dic
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    cores = session_threads(Settings()).intra_op
+    cores = cpu_share(Settings())
     together = load_predictor(Settings(models_dir=models_dir, intra_op_threads=cores))
     apart = load_predictor(
         Settings(models_dir=models_dir, intra_op_threads=max(1, cores // len(together.models)))
@@ -126,8 +130,8 @@ def int8_versus_float(models_dir: Path, runs_dir: Path, repeat: int) -> list[dic
     """
     import onnxruntime as ort
 
-    predictor = load_predictor(Settings(models_dir=models_dir))
-    threads = session_threads(Settings()).intra_op
+    predictor = load_predictor(Settings(models_dir=models_dir, model_execution="sequential"))
+    threads = cpu_share(Settings())
     rows = []
     for name, model in predictor.models.items():
         quantization = model.entry.quantization
@@ -238,7 +242,7 @@ def main() -> None:
     manifest = load_manifest(args.models_dir)
     sizes = {entry.name: entry.input.height for entry in manifest.models}
     machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, {session_threads(Settings()).intra_op} ORT threads"
+        f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_share(Settings())} CPUs usable"
     )
     report: dict[str, Any] = {"machine": machine}
 
@@ -279,7 +283,7 @@ def main() -> None:
                 k: round(v, 1) for k, v in sequential_vs_parallel(args.models_dir, args.repeat, batch).items()
             },
         }
-        for batch in (1, 8)
+        for batch in (1, 4, 8)
     ]
     publish(
         "All models on one batch: one after another vs side by side (ms)",

@@ -85,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
         server_header=False,
     )
+    predictor.close()
     return 0
 
 
@@ -115,7 +116,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from service.api.schemas import PredictResponse
     from service.inference.gradcam import render_all
-    from service.inference.predictor import session_threads
+    from service.inference.predictor import cpu_share
     from service.inference.shap import ShapBudget
 
     loaded = _load(args)
@@ -146,7 +147,7 @@ def _explain(args: argparse.Namespace) -> int:
             continue
         folder = args.out / Path(name).stem
         folder.mkdir(parents=True, exist_ok=True)
-        rendered = render_all(image.pixels, result.all_maps, threads=session_threads(settings).intra_op)
+        rendered = render_all(image.pixels, result.all_maps, threads=cpu_share(settings))
         for model, (heat, overlay) in rendered.items():
             (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heat)
             (folder / f"{model}-{args.method}-overlay.png").write_bytes(overlay)

@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         loaded = predictor if predictor is not None else await asyncio.to_thread(load_predictor, settings)
         scheduler = InferenceScheduler(workers=settings.inference_workers, max_pending=settings.max_queue)
         state = ServiceState(settings=settings, predictor=loaded, scheduler=scheduler, metrics=registry)
-        # One thread runs the batches: each session already spreads over every core it has.
+        # One thread runs the batches, one batch at a time: the predictor spreads each batch over
+        # every core it has (the models side by side, or each session's intra-op threads).
         model_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xray-models")
         if settings.batch_max_size > 1:
             state.batcher = MicroBatcher(
@@ -82,6 +83,8 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
             # still on the pool finish rather than cut it off.
             await asyncio.to_thread(scheduler.shutdown, wait=True)
             await asyncio.to_thread(model_runner.shutdown, wait=True)
+            if predictor is None:  # loaded here, so closed here; `xray serve` closes its own
+                loaded.close()
             logger.info("shut down")
 
     app = FastAPI(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -18,13 +17,13 @@ from service.api.metrics import Metrics
 from service.core.config import Settings
 from service.errors import InferenceFailedError, RequestError
 from service.inference.batcher import MicroBatcher
-from service.inference.gradcam import encode_png, overlay_rgb, render_all
+from service.inference.gradcam import base64_text, encode_png, overlay_rgb, render_all_base64
 from service.inference.predictor import (
     Explanation,
     ExplanationMethod,
     Prediction,
     Predictor,
-    session_threads,
+    cpu_share,
 )
 from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image
 from service.inference.scheduler import InferenceScheduler
@@ -33,10 +32,6 @@ from service.inference.shap import ShapBudget
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def _base64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 @contextlib.contextmanager
@@ -93,7 +88,7 @@ class ServiceState:
     @property
     def render_threads(self) -> int:
         """Threads to render one request's PNGs: each inference worker's share of the CPU quota."""
-        return session_threads(self.settings).intra_op
+        return cpu_share(self.settings)
 
     async def warm_up(self) -> None:
         """Run the warm-up inference off the event loop, then mark the service ready."""
@@ -175,9 +170,8 @@ class ServiceState:
             )
             explained = time.perf_counter()
             self.metrics.observe_batch([result.prediction])
-            rendered = render_all(image.pixels, result.all_maps, threads=self.render_threads)
-            pngs = {name: (_base64(heat), _base64(overlay)) for name, (heat, overlay) in rendered.items()}
-            image_png = _base64(encode_png(image.pixels)) if include_image else None
+            pngs = render_all_base64(image.pixels, result.all_maps, threads=self.render_threads)
+            image_png = base64_text(encode_png(image.pixels)) if include_image else None
             timings = {"explain": explained - started, "render": time.perf_counter() - explained}
             return RenderedExplanation(result, pngs, image_png, timings)
 

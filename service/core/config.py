@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         description="Threads per onnxruntime session; default: the CPU quota of the container.",
     )
     inference_workers: int = Field(default=1, ge=1, le=64)
+    model_execution: Literal["parallel", "sequential"] = Field(
+        default="parallel",
+        description="`parallel`: the models of one batch run side by side, each session with its "
+        "share of the CPU quota (at least one thread); `sequential`: one after another, each with "
+        "the whole quota. Measured by `python -m bench.serving`; parallel is faster here at every "
+        "batch size, because one small network cannot keep several cores busy.",
+    )
     max_queue: int = Field(
         default=32,
         ge=1,

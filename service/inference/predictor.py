@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from service.core.config import Settings
 from service.core.cpu import available_cpus
@@ -30,7 +32,7 @@ from service.inference.ensemble import (
 )
 from service.inference.gradcam import FloatMap, normalise, upsample
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
-from service.inference.preprocessing import DecodedImage, DicomReference
+from service.inference.preprocessing import DecodedImage, DicomReference, resize_gray
 from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
 from service.inference.shap import ExplanationUnavailableError, ShapBudget, shap_map
 
@@ -67,6 +69,8 @@ class Prediction:
         model_versions: Model name → version.
         dicom: The instance's UIDs, for DICOM input.
         timings: Model name → seconds its session ran for the batch this image was in.
+        inference_seconds: Wall-clock seconds of all the models' forward passes for that batch
+            (less than the sum of `timings` when the models run side by side).
     """
 
     classes: tuple[str, ...]
@@ -75,13 +79,33 @@ class Prediction:
     model_versions: dict[str, str]
     dicom: DicomReference | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    inference_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """What one forward pass of every model over a batch gave."""
+
+    probabilities: dict[str, npt.NDArray[np.float64]]
+    maps: dict[str, npt.NDArray[np.float32]]
+    timings: dict[str, float]
+    seconds: float
 
 
 class Predictor:
     """The loaded models and the ensemble settings of one manifest."""
 
-    def __init__(self, manifest: Manifest, models: Mapping[str, OnnxModel]) -> None:
-        """Combine a manifest with one loaded session per model entry."""
+    def __init__(
+        self, manifest: Manifest, models: Mapping[str, OnnxModel], *, parallel: bool = False
+    ) -> None:
+        """Combine a manifest with one loaded session per model entry.
+
+        Args:
+            manifest: The validated manifest.
+            models: One session per manifest entry.
+            parallel: Run the models of a batch side by side, on a thread each (their sessions
+                should then have a share of the cores each, see `session_threads`).
+        """
         missing = [entry.name for entry in manifest.models if entry.name not in models]
         if missing:
             raise ValueError(f"no session for model(s) {missing}")
@@ -89,41 +113,67 @@ class Predictor:
         self.models = {entry.name: models[entry.name] for entry in manifest.models}
         self.classes = tuple(manifest.classes)
         self.versions = {entry.name: entry.version for entry in manifest.models}
+        self._side_by_side = (
+            ThreadPoolExecutor(max_workers=len(self.models), thread_name_prefix="xray-model-run")
+            if parallel and len(self.models) > 1
+            else None
+        )
 
-    def _run(
-        self, images: Sequence[DecodedImage], *, maps_for: Collection[str] = ()
-    ) -> tuple[dict[str, npt.NDArray[np.float64]], dict[str, npt.NDArray[np.float32]], dict[str, float]]:
+    @property
+    def parallel(self) -> bool:
+        """Whether the models of a batch run side by side."""
+        return self._side_by_side is not None
+
+    def close(self) -> None:
+        """Stop the side-by-side threads after the running passes end."""
+        if self._side_by_side is not None:
+            self._side_by_side.shutdown(wait=True)
+
+    def _run(self, images: Sequence[DecodedImage], *, maps_for: Collection[str] = ()) -> _Pass:
         """One forward pass of every model: calibrated probabilities, class maps of `maps_for`, timings."""
-        pixels = [image.pixels for image in images]
-        probabilities: dict[str, npt.NDArray[np.float64]] = {}
-        maps: dict[str, npt.NDArray[np.float32]] = {}
-        timings: dict[str, float] = {}
-        for name, model in self.models.items():
+        # Each distinct input size is resized once and shared: the bundled models all take 160x160,
+        # and resizing a 512x512 upload costs as much as the scratch network's forward pass.
+        sizes = {(model.entry.input.height, model.entry.input.width) for model in self.models.values()}
+        resized: dict[tuple[int, int], npt.NDArray[np.uint8]] = {
+            (height, width): np.stack([resize_gray(image.pixels, height, width) for image in images])
+            for height, width in sizes
+        }
+
+        def forward(name: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]:
+            model = self.models[name]
             started = time.perf_counter()
-            batch = model.prepare(pixels)
+            batch = model.from_gray(resized[(model.entry.input.height, model.entry.input.width)])
             if name in maps_for:
-                logits, maps[name] = model.run_with_maps(batch)
+                logits, maps = model.run_with_maps(batch)
             else:
-                logits = model.run(batch)
-            timings[name] = time.perf_counter() - started
+                logits, maps = model.run(batch), None
+            return logits, maps, time.perf_counter() - started
+
+        started = time.perf_counter()
+        names = list(self.models)
+        if self._side_by_side is not None:
+            outputs = dict(zip(names, self._side_by_side.map(forward, names), strict=True))
+        else:
+            outputs = {name: forward(name) for name in names}
+        seconds = time.perf_counter() - started
+        result = _Pass({}, {}, {}, seconds)
+        for name, (logits, maps, elapsed) in outputs.items():
             if logits.shape != (len(images), len(self.classes)):
                 raise ModelLoadError(
                     f"model {name!r} returned logits of shape {logits.shape}, expected "
                     f"({len(images)}, {len(self.classes)})"
                 )
-            probabilities[name] = calibrated_softmax(logits, model.entry.temperature)
-        return probabilities, maps, timings
+            result.probabilities[name] = calibrated_softmax(logits, self.models[name].entry.temperature)
+            result.timings[name] = elapsed
+            if maps is not None:
+                result.maps[name] = maps
+        return result
 
-    def _combine(
-        self,
-        images: Sequence[DecodedImage],
-        probabilities: Mapping[str, npt.NDArray[np.float64]],
-        timings: Mapping[str, float],
-    ) -> list[Prediction]:
+    def _combine(self, images: Sequence[DecodedImage], forward: _Pass) -> list[Prediction]:
         spec = self.manifest.ensembles
         results = []
         for row, image in enumerate(images):
-            per_model = {name: probs[row] for name, probs in probabilities.items()}
+            per_model = {name: probs[row] for name, probs in forward.probabilities.items()}
             results.append(
                 Prediction(
                     classes=self.classes,
@@ -139,7 +189,8 @@ class Predictor:
                     },
                     model_versions=dict(self.versions),
                     dicom=image.dicom,
-                    timings=dict(timings),
+                    timings=dict(forward.timings),
+                    inference_seconds=forward.seconds,
                 )
             )
         return results
@@ -155,8 +206,7 @@ class Predictor:
         """
         if not images:
             return []
-        probabilities, _, timings = self._run(images)
-        return self._combine(images, probabilities, timings)
+        return self._combine(images, self._run(images))
 
     def gradcam_models(self) -> list[str]:
         """The models whose graphs give Grad-CAM maps."""
@@ -218,13 +268,13 @@ class Predictor:
             The prediction, the target class, each model's normalised map and the ensemble map
             (each model's map weighted by its probability of the target), at the image's size.
         """
-        probabilities, maps, timings = self._run([image], maps_for=models if method == "gradcam" else ())
-        (prediction,) = self._combine([image], probabilities, timings)
+        forward = self._run([image], maps_for=models if method == "gradcam" else ())
+        (prediction,) = self._combine([image], forward)
         index = (
             prediction.ensembles[CLASSIC].label_index if target == "predicted" else self.classes.index(target)
         )
         if method == "gradcam":
-            small = {name: normalise(maps[name][0, ..., index]) for name in models}
+            small = {name: normalise(forward.maps[name][0, ..., index]) for name in models}
         else:
             if shap_budget is None:
                 raise ValueError("SHAP needs a budget")
@@ -283,11 +333,24 @@ class Predictor:
         logger.info("SHAP warm-up took %.1fs", time.perf_counter() - started)
 
 
-def session_threads(settings: Settings) -> ThreadConfig:
-    """Threads per session: the CPU quota shared among the inference workers."""
+def cpu_share(settings: Settings) -> int:
+    """CPUs for one inference worker: the CPU quota shared among the workers (at least one)."""
+    return max(1, available_cpus() // settings.inference_workers)
+
+
+def session_threads(settings: Settings, models: int = 1) -> ThreadConfig:
+    """Intra-op threads per session.
+
+    One after another, each session gets the worker's whole CPU share; side by side, the share
+    is split among the `models` sessions (at least one thread each, so on two cores three
+    models run on one thread each and the kernel shares the cores among them).
+    """
     if settings.intra_op_threads is not None:
         return ThreadConfig(intra_op=settings.intra_op_threads)
-    return ThreadConfig(intra_op=max(1, available_cpus() // settings.inference_workers))
+    share = cpu_share(settings)
+    if settings.model_execution == "parallel":
+        share //= max(1, models)
+    return ThreadConfig(intra_op=max(1, share))
 
 
 def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predictor:
@@ -302,6 +365,10 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
             message names the file and the problem.
     """
     folder = models_dir or settings.models_dir
+    # The service's own NumPy work (map upsampling, small matrix products) gets one BLAS thread:
+    # OpenBLAS's worker threads busy-wait after every call and took the cores from onnxruntime
+    # (measured: /explain's forward passes 20 ms -> 37 ms when the maps used a 2-thread BLAS).
+    threadpool_limits(limits=1, user_api="blas")
     manifest = load_manifest(folder)
     paths = verify_model_files(manifest, folder)
     choice = resolve_providers(settings.providers, available_providers(), strict=settings.strict_providers)
@@ -311,7 +378,7 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
             choice.missing,
             choice.providers,
         )
-    threads = session_threads(settings)
+    threads = session_threads(settings, len(manifest.models))
     models = {
         entry.name: OnnxModel(entry, paths[entry.name], choice.providers, threads)
         for entry in manifest.models
@@ -329,7 +396,12 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
                 model.provider,
                 choice.providers[0],
             )
+    parallel = settings.model_execution == "parallel"
     logger.info(
-        "loaded %d model(s) from %s with %d intra-op thread(s) each", len(models), folder, threads.intra_op
+        "loaded %d model(s) from %s with %d intra-op thread(s) each, run %s",
+        len(models),
+        folder,
+        threads.intra_op,
+        "side by side" if parallel else "one after another",
     )
-    return Predictor(manifest, models)
+    return Predictor(manifest, models, parallel=parallel)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.api.schemas import Problem
+from fastapi import Response
+
+from service.api.schemas import PredictResponse, Problem
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
@@ -57,3 +59,15 @@ def server_timing(seconds: dict[str, float]) -> str:
     work, PNG rendering) without trusting only its own wall clock.
     """
     return ", ".join(f"{name};dur={1000 * value:.2f}" for name, value in seconds.items())
+
+
+def json_body(body: PredictResponse, timings: dict[str, float]) -> Response:
+    """The response of an image route, serialised once by pydantic's own JSON encoder.
+
+    Returning a `Response` skips FastAPI's second validation of the model and its stdlib
+    `json.dumps`, which took 3 ms on the 1.3 MB of base64 PNGs of an /explain answer; the
+    routes still declare their `response_model`, so the OpenAPI document is unchanged.
+    """
+    return Response(
+        body.to_json(), media_type="application/json", headers={"Server-Timing": server_timing(timings)}
+    )

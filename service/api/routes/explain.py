@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.api.deps import ReadyStateDep, UploadDep, require_api_key
-from service.api.routes._openapi import IMAGE_REQUEST_BODY, problems, server_timing
+from service.api.routes._openapi import IMAGE_REQUEST_BODY, json_body, problems
 from service.api.schemas import ExplainResponse
 from service.errors import InvalidParametersError
 
@@ -24,7 +24,6 @@ router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 )
 async def explain(
     request: Request,
-    response: Response,
     state: ReadyStateDep,
     upload: UploadDep,
     method: Annotated[Literal["gradcam", "shap"], Query(description="Explanation method.")] = "gradcam",
@@ -39,7 +38,7 @@ async def explain(
     include_image: Annotated[
         bool, Query(description="Also return the decoded radiograph (`image_png`), e.g. to display a DICOM.")
     ] = False,
-) -> ExplainResponse:
+) -> Response:
     """Grad-CAM (Selvaraju et al.) or SHAP (Lundberg & Lee) maps for the target class.
 
     Grad-CAM comes from the same forward pass as the probabilities. SHAP (Partition explainer,
@@ -66,13 +65,11 @@ async def explain(
         include_image=include_image,
     )
     result = rendered.result
-    response.headers["Server-Timing"] = server_timing(
-        {"inference": sum(result.prediction.timings.values()), **rendered.timings}
-    )
     layers = {
         name: model.entry.gradcam.layer if model.entry.gradcam and method == "gradcam" else None
         for name, model in predictor.models.items()
     }
-    return ExplainResponse.from_explanation(
+    body = ExplainResponse.from_explanation(
         result, rendered.pngs, layers, request.state.request_id, rendered.image_png
     )
+    return json_body(body, {"inference": result.prediction.inference_seconds, **rendered.timings})

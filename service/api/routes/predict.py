@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 
 from service.api.deps import ReadyStateDep, UploadDep, require_api_key
-from service.api.routes._openapi import IMAGE_REQUEST_BODY, problems, server_timing
+from service.api.routes._openapi import IMAGE_REQUEST_BODY, json_body, problems
 from service.api.schemas import PredictResponse
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
@@ -19,13 +19,13 @@ router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
     openapi_extra=IMAGE_REQUEST_BODY,
     summary="Classify one chest radiograph",
 )
-async def predict(
-    request: Request, response: Response, state: ReadyStateDep, upload: UploadDep
-) -> PredictResponse:
+async def predict(request: Request, state: ReadyStateDep, upload: UploadDep) -> Response:
     """Run the three models and both ensembles on one image.
 
     Decoding and inference run on the bounded inference pool, never on the event loop.
     """
     prediction = await state.predict(upload.data, upload.declared)
-    response.headers["Server-Timing"] = server_timing({"inference": sum(prediction.timings.values())})
-    return PredictResponse.from_prediction(prediction, request.state.request_id)
+    return json_body(
+        PredictResponse.from_prediction(prediction, request.state.request_id),
+        {"inference": prediction.inference_seconds},
+    )

@@ -24,7 +24,7 @@ def on_request_path() -> bool:
     The SHAP warm-up that follows readiness runs the models too, on another thread; a test that
     patches the runtime must leave those calls alone.
     """
-    return threading.current_thread().name.startswith(("xray-infer", "xray-models"))
+    return threading.current_thread().name.startswith(("xray-infer", "xray-models", "xray-model-run"))
 
 
 def assert_problem(response, status: int, slug: str) -> dict:  # type: ignore[no-untyped-def]

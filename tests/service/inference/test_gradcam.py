@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -9,12 +10,17 @@ import pytest
 from PIL import Image
 
 from service.inference.gradcam import (
+    OVERLAY_ALPHA,
+    _turbo_lut,
     encode_png,
     heatmap_png,
+    levels,
     normalise,
     overlay_png,
+    overlay_rgb,
     render,
     render_all,
+    render_all_base64,
     upsample,
 )
 
@@ -31,6 +37,35 @@ def test_upsample_keeps_the_range_and_reaches_the_image_size() -> None:
     large = upsample(heatmap, 300, 200)
     assert large.shape == (300, 200)
     assert 0.0 <= large.min() <= large.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("small", "large"),
+    [((5, 5), (512, 379)), ((3, 3), (70, 90)), ((5, 7), (1955, 1841)), ((10, 10), (7, 5)), ((4, 4), (4, 9))],
+)
+def test_upsample_is_pillows_bilinear_resize(small: tuple[int, int], large: tuple[int, int]) -> None:
+    heatmap = np.random.default_rng(2).random(small).astype(np.float32)
+    pillow = Image.fromarray(heatmap, mode="F").resize(large[::-1], Image.Resampling.BILINEAR)
+    np.testing.assert_allclose(upsample(heatmap, *large), np.clip(np.asarray(pillow), 0, 1), atol=1e-6)
+
+
+def test_levels_round_to_the_nearest_of_256() -> None:
+    heatmap = np.array([[0.0, 0.5 / 255, 0.49 / 255, 1.0], [128.6 / 255, 1.2, -0.1, 254.5 / 255]], np.float32)
+    np.testing.assert_array_equal(levels(heatmap), [[0, 1, 0, 255], [129, 255, 0, 255]])
+
+
+def test_overlay_blends_the_turbo_colour_by_the_map_level() -> None:
+    rng = np.random.default_rng(3)
+    gray = rng.integers(0, 256, (40, 30), dtype=np.uint8)
+    heatmap = rng.random((40, 30)).astype(np.float32)
+    level = levels(heatmap)
+    weight = OVERLAY_ALPHA * level[..., None] / 255.0
+    expected = gray[..., None] * (1 - weight) + _turbo_lut()[level].astype(np.float64) * weight
+    overlay = overlay_rgb(gray, heatmap)
+    assert overlay.shape == (40, 30, 3)
+    np.testing.assert_allclose(overlay, expected, atol=0.51)  # the table rounds once
+    decoded = np.asarray(Image.open(io.BytesIO(overlay_png(gray, heatmap))))
+    np.testing.assert_array_equal(decoded, overlay)
 
 
 def test_pngs_have_the_image_size() -> None:
@@ -62,3 +97,12 @@ def test_render_all_on_threads_gives_the_same_pngs_as_one_by_one() -> None:
     assert list(threaded) == list(maps)
     for name, heatmap in maps.items():
         assert threaded[name] == render(radiograph, heatmap)
+
+
+def test_render_all_base64_is_the_pngs_in_base64() -> None:
+    rng = np.random.default_rng(4)
+    radiograph = rng.integers(0, 256, (50, 60), dtype=np.uint8)
+    maps = {name: upsample(normalise(rng.random((5, 5))), 50, 60) for name in ("a", "ensemble")}
+    encoded = render_all_base64(radiograph, maps, threads=2)
+    for name, (heat, overlay) in render_all(radiograph, maps).items():
+        assert encoded[name] == (base64.b64encode(heat).decode(), base64.b64encode(overlay).decode())

@@ -1,0 +1,87 @@
+"""The predictor's execution modes: the models side by side or one after another."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.core.config import Settings
+from service.inference.predictor import load_predictor, session_threads
+from service.inference.preprocessing import DecodedImage, ImageFormat
+from service.inference.session import OnnxModel
+from tests.factories import gradient, pixel_specs
+
+
+def _images() -> list[DecodedImage]:
+    return [
+        DecodedImage(
+            pixels=(gradient(50 + 9 * i, 70) * (0.4 + 0.15 * i)).astype(np.uint8), format=ImageFormat.PNG
+        )
+        for i in range(3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("execution", "cpus", "models", "threads"),
+    [("parallel", 2, 3, 1), ("parallel", 8, 3, 2), ("parallel", 12, 3, 4), ("sequential", 2, 3, 2)],
+)
+def test_session_threads_split_the_cpu_quota_when_the_models_run_side_by_side(
+    monkeypatch: pytest.MonkeyPatch, execution: str, cpus: int, models: int, threads: int
+) -> None:
+    monkeypatch.setattr("service.inference.predictor.available_cpus", lambda: cpus)
+    assert session_threads(Settings(model_execution=execution), models).intra_op == threads  # type: ignore[arg-type]
+    assert session_threads(Settings(model_execution=execution, intra_op_threads=5), models).intra_op == 5  # type: ignore[arg-type]
+
+
+def test_side_by_side_gives_the_same_answers_as_one_after_another_on_model_threads(
+    make_models: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_models(pixel_specs(with_maps=True))
+    sequential = load_predictor(Settings(models_dir=folder, model_execution="sequential"))
+    parallel = load_predictor(Settings(models_dir=folder, model_execution="parallel"))
+    assert parallel.parallel
+    assert not sequential.parallel
+    threads: set[str] = set()
+    original = OnnxModel.run_with_maps
+
+    def recording(self: OnnxModel, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        threads.add(threading.current_thread().name)
+        return original(self, batch)
+
+    monkeypatch.setattr(OnnxModel, "run_with_maps", recording)
+    try:
+        images = _images()
+        for one, other in zip(sequential.predict(images), parallel.predict(images), strict=True):
+            for name in (*one.models, *one.ensembles):
+                mine, theirs = (
+                    {**one.models, **one.ensembles}[name],
+                    {**other.models, **other.ensembles}[name],
+                )
+                np.testing.assert_array_equal(mine.probabilities, theirs.probabilities)
+                assert (mine.label_index, mine.uncertain, mine.decided_by) == (
+                    theirs.label_index,
+                    theirs.uncertain,
+                    theirs.decided_by,
+                )
+            assert set(one.timings) == set(other.timings) == set(parallel.models)
+            assert other.inference_seconds > 0
+        names = list(parallel.gradcam_models())
+        explained = {
+            predictor.parallel: predictor.explain(
+                images[1], method="gradcam", target="predicted", models=names
+            )
+            for predictor in (sequential, parallel)
+        }
+        assert explained[True].target_index == explained[False].target_index
+        for name, heatmap in explained[False].all_maps.items():
+            np.testing.assert_array_equal(explained[True].all_maps[name], heatmap)
+        # The parallel predictor ran its models on its own threads, the sequential one on the caller's.
+        assert any(name.startswith("xray-model-run") for name in threads)
+        assert threading.current_thread().name in threads
+    finally:
+        sequential.close()
+        parallel.close()
