@@ -68,10 +68,11 @@ class Settings(BaseSettings):
     inference_workers: int = Field(default=1, ge=1, le=64)
     model_execution: Literal["parallel", "sequential"] = Field(
         default="parallel",
-        description="`parallel`: the models of one batch run side by side, each session with its "
-        "share of the CPU quota (at least one thread); `sequential`: one after another, each with "
-        "the whole quota. Measured by `python -m bench.serving`; parallel is faster here at every "
-        "batch size, because one small network cannot keep several cores busy.",
+        description="`parallel`: the models of one batch run side by side on the CPU quota's "
+        "threads, longest work first, large batches split among them, each session with its share "
+        "of the quota (at least one thread); `sequential`: one after another, each with the whole "
+        "quota. Measured by `python -m bench.serving`; parallel is faster here at every batch "
+        "size, because one small network cannot keep several cores busy.",
     )
     max_queue: int = Field(
         default=32,
@@ -86,10 +87,12 @@ class Settings(BaseSettings):
         description="Most images per micro-batch of /predict requests; 1 turns micro-batching off.",
     )
     batch_max_wait_ms: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0,
         le=1000,
-        description="How long an idle service waits for more /predict requests to batch with one.",
+        description="How long an idle service waits for more /predict requests to batch with one. "
+        "0: a lone request runs at once, and requests that arrive while a batch runs form the next "
+        "one (measured: the same throughput under load as waiting 2 ms, and 2 ms less latency idle).",
     )
 
     # Explanations.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,6 +32,7 @@ from service.inference.ensemble import (
 from service.inference.gradcam import FloatMap, normalise, upsample
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from service.inference.preprocessing import DecodedImage, DicomReference, resize_gray
+from service.inference.runner import SideBySide
 from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
 from service.inference.shap import ExplanationUnavailableError, ShapBudget, shap_map
 
@@ -95,16 +95,15 @@ class _Pass:
 class Predictor:
     """The loaded models and the ensemble settings of one manifest."""
 
-    def __init__(
-        self, manifest: Manifest, models: Mapping[str, OnnxModel], *, parallel: bool = False
-    ) -> None:
+    def __init__(self, manifest: Manifest, models: Mapping[str, OnnxModel], *, workers: int = 1) -> None:
         """Combine a manifest with one loaded session per model entry.
 
         Args:
             manifest: The validated manifest.
             models: One session per manifest entry.
-            parallel: Run the models of a batch side by side, on a thread each (their sessions
-                should then have a share of the cores each, see `session_threads`).
+            workers: With more than one, the models of a batch run side by side on this many
+                threads (see `SideBySide`; their sessions should then have a share of the cores
+                each, see `session_threads`); with one, one after another on the caller's thread.
         """
         missing = [entry.name for entry in manifest.models if entry.name not in models]
         if missing:
@@ -114,9 +113,7 @@ class Predictor:
         self.classes = tuple(manifest.classes)
         self.versions = {entry.name: entry.version for entry in manifest.models}
         self._side_by_side = (
-            ThreadPoolExecutor(max_workers=len(self.models), thread_name_prefix="xray-model-run")
-            if parallel and len(self.models) > 1
-            else None
+            SideBySide(self.models, workers=workers) if workers > 1 and len(self.models) > 1 else None
         )
 
     @property
@@ -127,7 +124,7 @@ class Predictor:
     def close(self) -> None:
         """Stop the side-by-side threads after the running passes end."""
         if self._side_by_side is not None:
-            self._side_by_side.shutdown(wait=True)
+            self._side_by_side.close()
 
     def _run(self, images: Sequence[DecodedImage], *, maps_for: Collection[str] = ()) -> _Pass:
         """One forward pass of every model: calibrated probabilities, class maps of `maps_for`, timings."""
@@ -138,25 +135,16 @@ class Predictor:
             (height, width): np.stack([resize_gray(image.pixels, height, width) for image in images])
             for height, width in sizes
         }
-
-        def forward(name: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]:
-            model = self.models[name]
-            started = time.perf_counter()
-            batch = model.from_gray(resized[(model.entry.input.height, model.entry.input.width)])
-            if name in maps_for:
-                logits, maps = model.run_with_maps(batch)
-            else:
-                logits, maps = model.run(batch), None
-            return logits, maps, time.perf_counter() - started
-
+        inputs = {
+            name: model.from_gray(resized[(model.entry.input.height, model.entry.input.width)])
+            for name, model in self.models.items()
+        }
         started = time.perf_counter()
-        names = list(self.models)
         if self._side_by_side is not None:
-            outputs = dict(zip(names, self._side_by_side.map(forward, names), strict=True))
+            outputs = self._side_by_side.run(inputs, maps_for)
         else:
-            outputs = {name: forward(name) for name in names}
-        seconds = time.perf_counter() - started
-        result = _Pass({}, {}, {}, seconds)
+            outputs = {name: self._forward(name, batch, name in maps_for) for name, batch in inputs.items()}
+        result = _Pass({}, {}, {}, time.perf_counter() - started)
         for name, (logits, maps, elapsed) in outputs.items():
             if logits.shape != (len(images), len(self.classes)):
                 raise ModelLoadError(
@@ -168,6 +156,16 @@ class Predictor:
             if maps is not None:
                 result.maps[name] = maps
         return result
+
+    def _forward(
+        self, name: str, batch: npt.NDArray[np.float32], with_maps: bool
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]:
+        model = self.models[name]
+        started = time.perf_counter()
+        if with_maps:
+            logits, maps = model.run_with_maps(batch)
+            return logits, maps, time.perf_counter() - started
+        return model.run(batch), None, time.perf_counter() - started
 
     def _combine(self, images: Sequence[DecodedImage], forward: _Pass) -> list[Prediction]:
         spec = self.manifest.ensembles
@@ -306,6 +304,8 @@ class Predictor:
             blank = np.zeros((spec.height, spec.width), dtype=np.uint8)
             started = time.perf_counter()
             logits = model.run(model.prepare([blank]))
+            if self._side_by_side is not None:  # a first estimate of each model's share of the work
+                self._side_by_side.observe(name, time.perf_counter() - started, 1)
             if logits.shape != (1, len(self.classes)) or not np.all(np.isfinite(logits)):
                 raise ModelLoadError(
                     f"model {name!r} failed warm-up: logits of shape {logits.shape}, finite="
@@ -396,12 +396,13 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
                 model.provider,
                 choice.providers[0],
             )
-    parallel = settings.model_execution == "parallel"
+    # Side by side: as many model threads as the sessions' threads fit in the worker's CPU share.
+    workers = max(1, cpu_share(settings) // threads.intra_op) if settings.model_execution == "parallel" else 1
     logger.info(
         "loaded %d model(s) from %s with %d intra-op thread(s) each, run %s",
         len(models),
         folder,
         threads.intra_op,
-        "side by side" if parallel else "one after another",
+        f"side by side on {workers} threads" if workers > 1 else "one after another",
     )
-    return Predictor(manifest, models, parallel=parallel)
+    return Predictor(manifest, models, workers=workers)

@@ -40,6 +40,7 @@ def test_session_threads_split_the_cpu_quota_when_the_models_run_side_by_side(
 def test_side_by_side_gives_the_same_answers_as_one_after_another_on_model_threads(
     make_models: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("service.inference.predictor.available_cpus", lambda: 2)
     folder = make_models(pixel_specs(with_maps=True))
     sequential = load_predictor(Settings(models_dir=folder, model_execution="sequential"))
     parallel = load_predictor(Settings(models_dir=folder, model_execution="parallel"))

@@ -1,0 +1,112 @@
+"""Running the models of one batch side by side on a few threads, longest work first.
+
+One small network at batch 1 cannot keep two cores busy (onnxruntime's intra-op threads wait on
+each other between layers), so the service runs the models side by side, each session on one
+core's worth of threads. Giving each model a thread of its own is not enough under load: on two
+cores the three models' work is lopsided (IRV2 and EfficientNetV2 take ~85 % of it), and one core
+idles while the other finishes the long models. So the work is cut into tasks, each model's
+batch split into up to `workers` chunks once it is large enough, and the tasks go to `workers`
+threads longest first (greedy longest-processing-time scheduling), with each model's time per
+image learnt from its own recent runs. Measured on two cores with the bundled models: a batch of
+8 took 144 ms with a thread per model and 136 ms this way; batch 16, 280 ms against 263 ms.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import numpy.typing as npt
+
+from service.inference.session import OnnxModel
+
+#: Weight of the newest run in each model's moving average of seconds per image.
+_EWMA_ALPHA = 0.2
+
+Output = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]
+
+
+class SideBySide:
+    """Runs several models on one batch with `workers` threads, longest tasks first."""
+
+    def __init__(self, models: Mapping[str, OnnxModel], *, workers: int, min_chunk: int = 4) -> None:
+        """Create the threads (started on first use).
+
+        Args:
+            models: The sessions, by name.
+            workers: Threads; with one intra-op thread per session, the CPU quota.
+            min_chunk: A model's batch is split only into chunks of at least this many images
+                (smaller chunks lose more to per-run overhead than balancing wins back).
+        """
+        if workers < 1 or min_chunk < 1:
+            raise ValueError("workers and min_chunk must be >= 1")
+        self._models = dict(models)
+        self._workers = workers
+        self._min_chunk = min_chunk
+        self._seconds_per_image = dict.fromkeys(self._models, 0.0)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xray-model-run")
+
+    @property
+    def workers(self) -> int:
+        """Threads the models run on."""
+        return self._workers
+
+    def observe(self, name: str, seconds: float, images: int) -> None:
+        """Record that `name` took `seconds` for `images` images (also fed by the warm-up)."""
+        per_image = seconds / max(1, images)
+        previous = self._seconds_per_image[name]
+        self._seconds_per_image[name] = (
+            per_image if previous == 0.0 else (1 - _EWMA_ALPHA) * previous + _EWMA_ALPHA * per_image
+        )
+
+    def _task(self, name: str, batch: npt.NDArray[np.float32], with_maps: bool) -> Output:
+        model = self._models[name]
+        started = time.perf_counter()
+        if with_maps:
+            logits, maps = model.run_with_maps(batch)
+        else:
+            logits, maps = model.run(batch), None
+        elapsed = time.perf_counter() - started
+        self.observe(name, elapsed, len(batch))
+        return logits, maps, elapsed
+
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[np.float32]], maps_for: Collection[str] = ()
+    ) -> dict[str, Output]:
+        """Run every model on its input tensor (all of one batch size).
+
+        Args:
+            inputs: Model name → its input tensor for the batch.
+            maps_for: Models whose class maps are wanted too.
+
+        Returns:
+            Per model: logits, class maps (or None) and the seconds its runs took in all.
+        """
+        size = len(next(iter(inputs.values())))
+        parts = max(1, min(self._workers, size // self._min_chunk))
+        tasks = [
+            (name, index, chunk)
+            for name, batch in inputs.items()
+            for index, chunk in enumerate(np.array_split(batch, parts))
+        ]
+        tasks.sort(key=lambda task: self._seconds_per_image[task[0]] * len(task[2]), reverse=True)
+        futures: dict[tuple[str, int], Future[Output]] = {
+            (name, index): self._pool.submit(self._task, name, chunk, name in maps_for)
+            for name, index, chunk in tasks
+        }
+        outputs: dict[str, Output] = {}
+        for name in inputs:
+            pieces = [futures[(name, index)].result() for index in range(parts)]
+            maps = [piece[1] for piece in pieces if piece[1] is not None]
+            outputs[name] = (
+                np.concatenate([piece[0] for piece in pieces]),
+                np.concatenate(maps) if maps else None,
+                sum(piece[2] for piece in pieces),
+            )
+        return outputs
+
+    def close(self) -> None:
+        """Stop the threads after the running tasks end."""
+        self._pool.shutdown(wait=True)
