@@ -56,6 +56,7 @@ def main() -> None:
         cases = [
             ("/predict", "/predict", args.repeat),
             ("/explain gradcam", "/explain?method=gradcam", args.repeat),
+            ("/explain gradcam, heatmaps only", "/explain?method=gradcam&overlays=false", args.repeat),
             (
                 f"/explain shap ({args.shap_evals} evals)",
                 f"/explain?method=shap&max_evals={args.shap_evals}",

@@ -104,7 +104,11 @@ class MapResult(BaseModel):
     target: str
     layer: str | None = Field(default=None, description="The layer the map is built on (per model).")
     heatmap_png: str = Field(description="Base64 PNG, 8-bit gray: the normalised map.")
-    overlay_png: str = Field(description="Base64 PNG, RGB: the coloured map blended onto the X-ray.")
+    overlay_png: str | None = Field(
+        default=None,
+        description="Base64 PNG, RGB: the coloured map blended onto the X-ray "
+        "(absent with `overlays=false`).",
+    )
 
 
 class ExplainResponse(PredictResponse):
@@ -121,7 +125,7 @@ class ExplainResponse(PredictResponse):
     def from_explanation(
         cls,
         result: Explanation,
-        pngs: dict[str, tuple[str, str]],
+        pngs: dict[str, tuple[str, str | None]],
         layers: dict[str, str | None],
         request_id: str,
         image_png: str | None = None,

@@ -55,13 +55,13 @@ class RenderedExplanation:
 
     Attributes:
         result: The prediction, the target and the maps.
-        pngs: Per model and `ensemble`: (heatmap PNG, overlay PNG), base64.
+        pngs: Per model and `ensemble`: (heatmap PNG, overlay PNG or None), base64.
         image_png: The decoded radiograph as a base64 PNG, when asked for.
         timings: Seconds spent in `explain` (models and maps) and in `render` (PNGs).
     """
 
     result: Explanation
-    pngs: dict[str, tuple[str, str]]
+    pngs: dict[str, tuple[str, str | None]]
     image_png: str | None
     timings: dict[str, float]
 
@@ -156,6 +156,7 @@ class ServiceState:
         models: Sequence[str],
         max_evals: int,
         include_image: bool = False,
+        overlays: bool = True,
     ) -> RenderedExplanation:
         """Predict one upload with explanation maps, and render each map as base64 PNGs.
 
@@ -170,7 +171,9 @@ class ServiceState:
             )
             explained = time.perf_counter()
             self.metrics.observe_batch([result.prediction])
-            pngs = render_all_base64(image.pixels, result.all_maps, threads=self.render_threads)
+            pngs = render_all_base64(
+                image.pixels, result.all_maps, threads=self.render_threads, overlays=overlays
+            )
             image_png = base64_text(encode_png(image.pixels)) if include_image else None
             timings = {"explain": explained - started, "render": time.perf_counter() - explained}
             return RenderedExplanation(result, pngs, image_png, timings)

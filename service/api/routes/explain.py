@@ -38,6 +38,13 @@ async def explain(
     include_image: Annotated[
         bool, Query(description="Also return the decoded radiograph (`image_png`), e.g. to display a DICOM.")
     ] = False,
+    overlays: Annotated[
+        bool,
+        Query(
+            description="Return `overlay_png` per map (default). `false`: heatmaps only, for clients "
+            "that draw the overlay themselves; the answer then costs little more than /predict."
+        ),
+    ] = True,
 ) -> Response:
     """Grad-CAM (Selvaraju et al.) or SHAP (Lundberg & Lee) maps for the target class.
 
@@ -63,6 +70,7 @@ async def explain(
         models=chosen,
         max_evals=evals,
         include_image=include_image,
+        overlays=overlays,
     )
     result = rendered.result
     layers = {

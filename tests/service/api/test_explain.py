@@ -190,3 +190,17 @@ def test_include_image_returns_the_radiograph_as_decoded(explainer: TestClient) 
         "/explain?include_image=true", content=png_bytes(image), headers={"Content-Type": "image/png"}
     )
     np.testing.assert_array_equal(decode(response.json()["image_png"]), image)
+
+
+def test_overlays_false_returns_the_same_heatmaps_without_overlays(explainer: TestClient) -> None:
+    image = png_bytes(gradient(70, 50))
+    full = explainer.post("/explain", content=image, headers={"Content-Type": "image/png"}).json()
+    lean = explainer.post("/explain?overlays=false", content=image, headers={"Content-Type": "image/png"})
+    assert lean.status_code == 200, lean.text
+    body = lean.json()
+    assert set(body["explanations"]) == set(full["explanations"])
+    for name, explanation in body["explanations"].items():
+        assert "overlay_png" not in explanation
+        assert explanation["heatmap_png"] == full["explanations"][name]["heatmap_png"]
+        assert decode(full["explanations"][name]["overlay_png"]).shape == (70, 50, 3)
+    assert body["models"] == full["models"]
