@@ -32,7 +32,7 @@ from service.inference.ensemble import (
 from service.inference.gradcam import FloatMap, normalise, upsample
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from service.inference.preprocessing import DecodedImage, DicomReference, resize_gray
-from service.inference.runner import SideBySide
+from service.inference.runner import SideBySide, forward
 from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
 from service.inference.shap import ExplanationUnavailableError, ShapBudget, shap_map
 
@@ -143,7 +143,10 @@ class Predictor:
         if self._side_by_side is not None:
             outputs = self._side_by_side.run(inputs, maps_for)
         else:
-            outputs = {name: self._forward(name, batch, name in maps_for) for name, batch in inputs.items()}
+            outputs = {
+                name: forward(self.models[name], batch, with_maps=name in maps_for)
+                for name, batch in inputs.items()
+            }
         result = _Pass({}, {}, {}, time.perf_counter() - started)
         for name, (logits, maps, elapsed) in outputs.items():
             if logits.shape != (len(images), len(self.classes)):
@@ -157,21 +160,11 @@ class Predictor:
                 result.maps[name] = maps
         return result
 
-    def _forward(
-        self, name: str, batch: npt.NDArray[np.float32], with_maps: bool
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]:
-        model = self.models[name]
-        started = time.perf_counter()
-        if with_maps:
-            logits, maps = model.run_with_maps(batch)
-            return logits, maps, time.perf_counter() - started
-        return model.run(batch), None, time.perf_counter() - started
-
-    def _combine(self, images: Sequence[DecodedImage], forward: _Pass) -> list[Prediction]:
+    def _combine(self, images: Sequence[DecodedImage], done: _Pass) -> list[Prediction]:
         spec = self.manifest.ensembles
         results = []
         for row, image in enumerate(images):
-            per_model = {name: probs[row] for name, probs in forward.probabilities.items()}
+            per_model = {name: probs[row] for name, probs in done.probabilities.items()}
             results.append(
                 Prediction(
                     classes=self.classes,
@@ -187,8 +180,8 @@ class Predictor:
                     },
                     model_versions=dict(self.versions),
                     dicom=image.dicom,
-                    timings=dict(forward.timings),
-                    inference_seconds=forward.seconds,
+                    timings=dict(done.timings),
+                    inference_seconds=done.seconds,
                 )
             )
         return results
@@ -266,13 +259,13 @@ class Predictor:
             The prediction, the target class, each model's normalised map and the ensemble map
             (each model's map weighted by its probability of the target), at the image's size.
         """
-        forward = self._run([image], maps_for=models if method == "gradcam" else ())
-        (prediction,) = self._combine([image], forward)
+        done = self._run([image], maps_for=models if method == "gradcam" else ())
+        (prediction,) = self._combine([image], done)
         index = (
             prediction.ensembles[CLASSIC].label_index if target == "predicted" else self.classes.index(target)
         )
         if method == "gradcam":
-            small = {name: normalise(forward.maps[name][0, ..., index]) for name in models}
+            small = {name: normalise(done.maps[name][0, ..., index]) for name in models}
         else:
             if shap_budget is None:
                 raise ValueError("SHAP needs a budget")
@@ -342,8 +335,9 @@ def session_threads(settings: Settings, models: int = 1) -> ThreadConfig:
     """Intra-op threads per session.
 
     One after another, each session gets the worker's whole CPU share; side by side, the share
-    is split among the `models` sessions (at least one thread each, so on two cores three
-    models run on one thread each and the kernel shares the cores among them).
+    is split among the `models` sessions, at least one thread each, and the predictor runs them
+    on as many threads as fit the share (two cores, three models: one thread per session, two
+    model threads).
     """
     if settings.intra_op_threads is not None:
         return ThreadConfig(intra_op=settings.intra_op_threads)

@@ -28,6 +28,15 @@ _EWMA_ALPHA = 0.2
 Output = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]
 
 
+def forward(model: OnnxModel, batch: npt.NDArray[np.float32], *, with_maps: bool) -> Output:
+    """One run of `model`: logits, class maps (with `with_maps`, else None) and its seconds."""
+    started = time.perf_counter()
+    if with_maps:
+        logits, maps = model.run_with_maps(batch)
+        return logits, maps, time.perf_counter() - started
+    return model.run(batch), None, time.perf_counter() - started
+
+
 class SideBySide:
     """Runs several models on one batch with `workers` threads, longest tasks first."""
 
@@ -62,15 +71,9 @@ class SideBySide:
         )
 
     def _task(self, name: str, batch: npt.NDArray[np.float32], with_maps: bool) -> Output:
-        model = self._models[name]
-        started = time.perf_counter()
-        if with_maps:
-            logits, maps = model.run_with_maps(batch)
-        else:
-            logits, maps = model.run(batch), None
-        elapsed = time.perf_counter() - started
-        self.observe(name, elapsed, len(batch))
-        return logits, maps, elapsed
+        output = forward(self._models[name], batch, with_maps=with_maps)
+        self.observe(name, output[2], len(batch))
+        return output
 
     def run(
         self, inputs: Mapping[str, npt.NDArray[np.float32]], maps_for: Collection[str] = ()
