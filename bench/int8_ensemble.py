@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import publish
+from bench.timing import compared_seconds
 from service.core.config import Settings
 from service.inference.manifest import file_sha256, load_manifest
 from service.inference.predictor import Predictor, load_predictor
@@ -133,17 +133,6 @@ def float_twin(int8_path: Path, out_path: Path) -> None:
     onnx.save(model, str(out_path))
 
 
-def _median_seconds(call: Callable[[], object], repeat: int) -> float:
-    for _ in range(2):
-        call()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def _folder(models_dir: Path, out: Path, files: dict[str, Path]) -> Path:
     """A models folder with the bundled manifest and `files` in place of the bundled ones."""
     out.mkdir(parents=True, exist_ok=True)
@@ -184,10 +173,9 @@ def _timings(folders: dict[str, Path], repeat: int, rounds: int = 3) -> dict[str
             calls[kind][f"predictor_b{batch}"] = functools.partial(served.predict, [image] * batch)
     result: dict[str, dict[str, float]] = {kind: {} for kind in folders}
     for key in calls[next(iter(folders))]:
-        for _ in range(rounds):
-            for kind in folders:
-                ms = 1000 * _median_seconds(calls[kind][key], repeat)
-                result[kind][key] = min(ms, result[kind].get(key, ms))
+        seconds = compared_seconds({kind: calls[kind][key] for kind in folders}, repeat=repeat, rounds=rounds)
+        for kind, value in seconds.items():
+            result[kind][key] = 1000 * value
     for predictor in loaded:
         predictor.close()
     return result

@@ -27,7 +27,6 @@ import platform
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from bench.report import publish
 from bench.server import Server
+from bench.timing import compared_seconds, median_seconds
 from service.core.config import Settings
 from service.inference.manifest import load_manifest
 from service.inference.predictor import cpu_share, load_predictor
@@ -46,30 +46,11 @@ BATCHES = (1, 2, 4, 8, 16)
 CLIENTS = (1, 4, 16, 32)
 
 
-def _median_seconds(call: Callable[[], object], *, repeat: int, warmup: int = 2, rounds: int = 1) -> float:
-    """The median of `repeat` timed calls; with `rounds`, the best of that many such medians.
-
-    Several rounds keep a slow spell of a shared machine out of a reference figure (the best
-    round is the machine's own speed), which makes the ratios against it stricter, not looser.
-    """
-    for _ in range(warmup):
-        call()
-    medians = []
-    for _ in range(rounds):
-        times = []
-        for _ in range(repeat):
-            started = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - started)
-        medians.append(statistics.median(times))
-    return min(medians)
-
-
 def ceiling(size: int = 2048, repeat: int = 5) -> float:
     """GFLOP/s of a float32 (size x size) matrix product through NumPy's BLAS."""
     rng = np.random.default_rng(0)
     a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
-    seconds = _median_seconds(lambda: a @ b, repeat=repeat)
+    seconds = median_seconds(lambda: a @ b, repeat=repeat)
     return 2 * size**3 / seconds / 1e9
 
 
@@ -96,7 +77,7 @@ def bare_onnxruntime(models_dir: Path, repeat: int) -> dict[str, dict[str, float
         for batch in BATCHES:
             tensor = model.from_gray(rng.integers(0, 256, (batch, spec.height, spec.width)).astype(np.uint8))
             call = functools.partial(model.run, tensor)
-            results[name][str(batch)] = _median_seconds(call, repeat=repeat, rounds=3)
+            results[name][str(batch)] = median_seconds(call, repeat=repeat, rounds=3)
     return results
 
 
@@ -109,7 +90,6 @@ def sequential_vs_parallel(models_dir: Path, repeat: int, batch: int = 1) -> dic
     three rounds, so that both see the same machine.
     """
     rng = np.random.default_rng(0)
-    seconds: dict[str, float] = {}
     predictors = {
         mode: load_predictor(Settings(models_dir=models_dir, model_execution=mode))  # type: ignore[arg-type]
         for mode in ("sequential", "parallel")
@@ -117,10 +97,8 @@ def sequential_vs_parallel(models_dir: Path, repeat: int, batch: int = 1) -> dic
     spec = next(iter(predictors["parallel"].models.values())).entry.input
     pixels = rng.integers(0, 256, (spec.height, spec.width)).astype(np.uint8)
     images = [DecodedImage(pixels=pixels, format=ImageFormat.PNG)] * batch
-    for _ in range(3):
-        for mode, predictor in predictors.items():
-            elapsed = _median_seconds(functools.partial(predictor.predict, images), repeat=repeat)
-            seconds[mode] = min(elapsed, seconds.get(mode, elapsed))
+    calls = {mode: functools.partial(predictor.predict, images) for mode, predictor in predictors.items()}
+    seconds = compared_seconds(calls, repeat=repeat)
     for predictor in predictors.values():
         predictor.close()
     return {"sequential_ms": 1000 * seconds["sequential"], "parallel_ms": 1000 * seconds["parallel"]}
@@ -153,8 +131,8 @@ def int8_versus_float(models_dir: Path, runs_dir: Path, repeat: int) -> list[dic
                 np.random.default_rng(0).integers(0, 256, (batch, spec.height, spec.width))
             )
             feeds = {spec.name: tensor}
-            int8 = _median_seconds(functools.partial(model.run, tensor), repeat=repeat)
-            fp32 = _median_seconds(functools.partial(float_session.run, None, feeds), repeat=repeat)
+            int8 = median_seconds(functools.partial(model.run, tensor), repeat=repeat)
+            fp32 = median_seconds(functools.partial(float_session.run, None, feeds), repeat=repeat)
             row[f"b{batch}_float_ms"] = round(1000 * fp32, 1)
             row[f"b{batch}_int8_ms"] = round(1000 * int8, 1)
             row[f"b{batch}_speedup"] = round(fp32 / int8, 2)
@@ -180,10 +158,10 @@ def _keras_timings(arch: str, size: int, repeat: int) -> dict[str, float]:
     compiled = tf.function(lambda x: model(x, training=False))
     one, eight = tf.constant(image), tf.constant(batch)
     return {
-        "predict_b1": _median_seconds(lambda: model.predict(image, verbose=0), repeat=repeat),
-        "predict_b8_per_image": _median_seconds(lambda: model.predict(batch, verbose=0), repeat=repeat) / 8,
-        "function_b1": _median_seconds(lambda: compiled(one), repeat=repeat),
-        "function_b8_per_image": _median_seconds(lambda: compiled(eight), repeat=repeat) / 8,
+        "predict_b1": median_seconds(lambda: model.predict(image, verbose=0), repeat=repeat),
+        "predict_b8_per_image": median_seconds(lambda: model.predict(batch, verbose=0), repeat=repeat) / 8,
+        "function_b1": median_seconds(lambda: compiled(one), repeat=repeat),
+        "function_b8_per_image": median_seconds(lambda: compiled(eight), repeat=repeat) / 8,
     }
 
 

@@ -123,7 +123,7 @@ def encode_png(array: npt.NDArray[np.uint8]) -> bytes:
 
 
 def levels(heatmap: FloatMap) -> npt.NDArray[np.uint8]:
-    """A [0, 1] map as 8-bit levels (round half up), in two passes over a float32 buffer."""
+    """A [0, 1] map as 8-bit levels (round half up), computed in place in one float32 buffer."""
     scaled = np.multiply(heatmap, np.float32(255.0), dtype=np.float32)
     scaled += np.float32(0.5)
     np.clip(scaled, 0.0, 255.0, out=scaled)
@@ -167,7 +167,7 @@ def overlay_png(radiograph: npt.NDArray[np.uint8], heatmap: FloatMap, alpha: flo
     The blend is weighted by the map itself (alpha x level), so regions without evidence show
     the plain X-ray.
     """
-    return encode_png(_blend(radiograph, levels(heatmap), alpha))
+    return encode_png(overlay_rgb(radiograph, heatmap, alpha))
 
 
 def overlay_rgb(

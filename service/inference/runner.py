@@ -57,11 +57,6 @@ class SideBySide:
         self._seconds_per_image = dict.fromkeys(self._models, 0.0)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xray-model-run")
 
-    @property
-    def workers(self) -> int:
-        """Threads the models run on."""
-        return self._workers
-
     def observe(self, name: str, seconds: float, images: int) -> None:
         """Record that `name` took `seconds` for `images` images (also fed by the warm-up)."""
         per_image = seconds / max(1, images)

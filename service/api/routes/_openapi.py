@@ -1,4 +1,4 @@
-"""OpenAPI fragments shared by the routes that take an image."""
+"""What the routes that take an image share: OpenAPI fragments and the JSON response."""
 
 from __future__ import annotations
 
