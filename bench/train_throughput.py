@@ -1,90 +1,139 @@
-"""Training throughput per architecture: images per second of `model.fit` steps on this machine.
+r"""Training throughput: images per second of real training steps on this machine, per precision.
 
-    python -m bench.train_throughput --size 400 --batch 8 --steps 4
+    python -m bench.train_throughput --arch scratch --size 224 --batch 16 --steps 8 --precision auto
+    python -m bench.train_throughput --arch scratch --arch scratch_v1 --size 160 --size 224 \\
+        --precision float32 --precision auto
 
-Each network is compiled as `xray train` compiles it (AdamW, sparse cross-entropy on logits)
-and fed batches of (size, size, 1) images through the same augmentation; the first step (graph
-tracing) is timed apart and left out of the rate. Prints a Markdown table and writes JSON.
+Each step is what `xray train` runs: the network compiled as training compiles it (AdamW,
+label-smoothed cross-entropy on float32 logits) under the precision's dtype policy, fed by the
+training input pipeline (`TrainingBatches`: uint8 cache → augmentation → float32) in its worker
+thread. The first steps (tracing, compilation) are timed apart and left out of the rate. Besides
+the three networks, the baselines of `training.architectures.baselines` can be measured
+(`scratch_v1`, the first `scratch`; `vgg`, a plain VGG-style stack).
+
+One configuration runs in this process and prints its table, then, as the last line, one JSON
+object (`arch`, `size`, `batch`, `precision` actually used, `img_per_s`, …). Several run one after
+another, each in a fresh process (the dtype policy is process-wide), and end with one JSON object
+holding all rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras
-import numpy as np
-import tensorflow as tf
-
 from bench.report import publish
-from training.architectures import build_model
-from training.augment import build_augmenter
-from training.config import ARCHITECTURES, AugmentConfig
-from training.flops import count_flops, count_params
+from training.config import ARCHITECTURES, AugmentConfig, TrainConfig
+from training.precision import PRECISIONS
 
 logger = logging.getLogger("bench.train_throughput")
+BASELINE_NAMES = ("scratch_v1", "vgg")
 
 
-def measure(arch: str, size: int, batch: int, steps: int) -> dict[str, float | int | str]:
-    """Time `steps` training steps of `arch` at `size` with batches of `batch`."""
+def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup: int = 2) -> dict[str, Any]:
+    """Time `steps` training steps of `arch` at `size` with batches of `batch` in `precision`."""
+    import keras
+    import numpy as np
+
+    from training.architectures import build_model
+    from training.architectures.baselines import BASELINES
+    from training.flops import count_flops, count_params
+    from training.pipeline import TrainingBatches
+    from training.precision import choose_precision
+    from training.train import _compile
+
     keras.utils.set_random_seed(0)
-    model = build_model(arch, size).model
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    augment = build_augmenter(AugmentConfig(), seed=0)
+    choice = choose_precision(precision)  # type: ignore[arg-type]
+    keras.mixed_precision.set_global_policy(choice.policy)
+    model = BASELINES[arch](size, 3) if arch in BASELINES else build_model(arch, size).model
+    _compile(model, TrainConfig(arch="scratch", label_smoothing=0.1))
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch * (steps + 1), size, size, 1)).astype(np.float32)
-    labels = rng.integers(0, 3, batch * (steps + 1)).astype(np.int32)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((images, labels))
-        .batch(batch)
-        .map(lambda x, y: (augment(x, training=True), y))
-        .prefetch(2)
+    count = batch * 4
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    batches = TrainingBatches(
+        rng.integers(0, 256, (count, size, size), dtype=np.uint8),
+        rng.integers(0, 3, count),
+        batch_size=batch,
+        seed=0,
+        augment=AugmentConfig(),
+        workers=min(4, max(1, cpus - 1)),
     )
-    iterator = iter(dataset)
+    stream = batches.stream()
     started = time.perf_counter()
-    model.train_on_batch(*next(iterator))
+    for _ in range(warmup):
+        model.train_on_batch(*next(stream))
     first = time.perf_counter() - started
+    built_before = batches.build_seconds
     started = time.perf_counter()
     for _ in range(steps):
-        model.train_on_batch(*next(iterator))
+        model.train_on_batch(*next(stream))
     elapsed = time.perf_counter() - started
+    keras.mixed_precision.set_global_policy("float32")
+    float_model = BASELINES[arch](size, 3) if arch in BASELINES else build_model(arch, size).model
     return {
         "arch": arch,
         "size": size,
         "batch": batch,
-        "params_m": round(count_params(model) / 1e6, 2),
-        "forward_gflops": round(count_flops(model) / 1e9, 2),
-        "first_step_s": round(first, 1),
-        "step_s": round(elapsed / steps, 2),
-        "images_per_s": round(batch * steps / elapsed, 2),
+        "precision": choice.precision,
+        "params_m": round(count_params(float_model) / 1e6, 2),
+        "forward_gflops": round(count_flops(float_model) / 1e9, 2),
+        "first_steps_s": round(first, 1),
+        "step_s": round(elapsed / steps, 3),
+        "img_per_s": round(batch * steps / elapsed, 2),
+        # The pipeline's CPU time per step as a share of the CPU time a step has on this machine.
+        "pipeline_cpu_share": round((batches.build_seconds - built_before) / (elapsed * cpus), 4),
     }
 
 
-def main() -> None:
-    """Run the benchmark and print its table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=400)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--arch", action="append", choices=ARCHITECTURES)
-    parser.add_argument("--json", type=Path, default=Path("runs/bench/train_throughput.json"))
-    args = parser.parse_args()
-    rows = [measure(arch, args.size, args.batch, args.steps) for arch in args.arch or ARCHITECTURES]
-    publish(
+def _title() -> str:
+    import keras
+
+    return (
         f"Training throughput, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
-        rows,
-        args.json,
+        f"Keras {keras.__version__} ({keras.backend.backend()})"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print its table and JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", action="append", choices=(*ARCHITECTURES, *BASELINE_NAMES))
+    parser.add_argument("--size", type=int, action="append", help="repeatable; default 224")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps, after 2 untimed ones")
+    parser.add_argument("--precision", action="append", choices=PRECISIONS, help="repeatable; default auto")
+    parser.add_argument("--json", type=Path, default=Path("runs/bench/train_throughput.json"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    configs = list(
+        itertools.product(args.arch or ARCHITECTURES, args.size or [224], args.precision or ["auto"])
+    )
+    if len(configs) == 1:
+        arch, size, precision = configs[0]
+        rows = [measure(arch, size, args.batch, args.steps, precision)]
+    else:
+        rows = []
+        for arch, size, precision in configs:
+            command = [
+                sys.executable, "-m", "bench.train_throughput", "--arch", arch, "--size", str(size),
+                "--batch", str(args.batch), "--steps", str(args.steps), "--precision", precision,
+                "--json", str(args.json.with_suffix(f".{arch}-{size}-{precision}.json")),
+            ]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(output.strip().splitlines()[-1]))
+    publish(_title(), rows, args.json)
+    print(json.dumps(rows[0] if len(rows) == 1 else {"rows": rows}))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import ARCHITECTURES, SplitConfig, TrainConfig
+from training.precision import PRECISIONS
 
 logger = logging.getLogger("training.cli")
 
@@ -44,7 +45,8 @@ def _configs(args: argparse.Namespace) -> list[TrainConfig]:
             "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch,
             "patience": args.patience,
-            "mixed_precision": True if args.mixed_precision else None,
+            "precision": args.precision,
+            "time_budget_minutes": args.time_budget_minutes,
         }.items()
         if value is not None
     }
@@ -167,7 +169,16 @@ def register(commands: Any) -> None:
     train.add_argument("--seed", type=int)
     train.add_argument("--steps-per-epoch", type=int)
     train.add_argument("--patience", type=int)
-    train.add_argument("--mixed-precision", action="store_true")
+    train.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto (the recipe's default): bfloat16 where the CPU or GPU computes it natively, else float32",
+    )
+    train.add_argument(
+        "--time-budget-minutes",
+        type=float,
+        help="training wall-clock budget per network over all resumed segments; the schedule ends with it",
+    )
     train.add_argument("--resume", action="store_true", help="continue each run from its last epoch")
     train.add_argument("--version", help="model version written to the manifest (default: a timestamp)")
     train.add_argument("--no-export", action="store_true", help="only train")

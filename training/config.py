@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Architecture = Literal["scratch", "inception_resnet_v2", "efficientnet_v2_b2"]
 ARCHITECTURES: tuple[Architecture, ...] = ("scratch", "inception_resnet_v2", "efficientnet_v2_b2")
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "tuberculosis")
 
 #: Input sizes each network was designed for; override with `image_size`.
-DEFAULT_IMAGE_SIZE: dict[str, int] = {"scratch": 400, "inception_resnet_v2": 299, "efficientnet_v2_b2": 260}
+DEFAULT_IMAGE_SIZE: dict[str, int] = {"scratch": 224, "inception_resnet_v2": 299, "efficientnet_v2_b2": 260}
 #: The smallest input each backbone accepts.
 MIN_IMAGE_SIZE: dict[str, int] = {"scratch": 32, "inception_resnet_v2": 75, "efficientnet_v2_b2": 32}
 
@@ -63,13 +63,33 @@ class TrainConfig(BaseModel):
     )
     fine_tune_learning_rate_factor: float = Field(default=0.1, gt=0, le=1)
     class_weights: bool = True
-    mixed_precision: bool = False
+    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="`auto`: bfloat16 where the hardware computes it natively, else float32 "
+        "(variables, logits and the export stay float32 either way)",
+    )
+    time_budget_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="wall-clock training budget over all resumed segments; the cosine schedule is "
+        "re-planned after each epoch to end with it (at most `epochs`)",
+    )
     seed: int = 42
     quantize: Literal["none", "int8"] = Field(
         default="none", description="serve an INT8 copy (onnxruntime static QDQ) instead of float32"
     )
     steps_per_epoch: int | None = Field(default=None, ge=1, description="cap, for quick runs")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_mixed_precision(cls, data: Any) -> Any:
+        """Read configs written before `precision` (`mixed_precision: true` meant float16)."""
+        if isinstance(data, dict) and "mixed_precision" in data:
+            data = dict(data)
+            legacy = data.pop("mixed_precision")
+            data.setdefault("precision", "float16" if legacy else "float32")
+        return data
 
     @property
     def size(self) -> int:

@@ -1,48 +1,97 @@
-"""Streaming input pipelines over the decoded-image cache, with prefetch and bounded memory."""
+"""Training batches from the decoded-image cache: shuffled, augmented, reproducible, prefetched.
+
+Batch `step` of epoch `epoch` is a pure function of (seed, epoch, step): its images are the
+epoch's seeded permutation, its augmentation draws from a generator seeded the same way. So a run
+resumed at epoch k sees exactly what an uninterrupted run saw from epoch k on. Batches are built
+in worker threads (Pillow and NumPy release the GIL) a few steps ahead of the model, and every
+epoch has the same number of full batches, so no backend compiles a second step for a short one.
+"""
 
 from __future__ import annotations
 
+import collections
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
-import tensorflow as tf
-from keras import Sequential
+
+from training.augment import augment_batch
+from training.config import AugmentConfig
+
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def make_dataset(
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    augment: Sequential | None = None,
-) -> tf.data.Dataset:
-    """Batches of (float32 images (b, h, w, 1) in [0, 255], int32 labels).
+class TrainingBatches:
+    """(float32 images (b, h, w, 1) in [0, 255], int32 labels, float32 sample weights) per step.
 
-    Only indices live in the dataset; each batch is read from the memmap when needed, so memory
-    stays at a few batches whatever the data's size.
+    Args:
+        images: (n, h, w) uint8, a memmap or an array.
+        labels: (n,) class indices.
+        batch_size: Images per step; the last incomplete batch of an epoch is left out
+            (a different few images each epoch).
+        seed: The run's seed.
+        augment: The augmentation, or None for plain batches.
+        class_weights: Class index → loss weight (given to every sample as its weight).
+        workers: Threads building batches ahead of the model.
     """
-    count = len(labels)
-    labels = np.asarray(labels, dtype=np.int32)
 
-    def fetch(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        order = np.sort(indices)  # sequential reads from the memmap
-        return images[order].astype(np.float32)[..., None], labels[order]
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        batch_size: int,
+        seed: int,
+        augment: AugmentConfig | None = None,
+        class_weights: dict[int, float] | None = None,
+        workers: int = 1,
+    ) -> None:
+        if len(images) != len(labels) or not len(labels):
+            raise ValueError("images and labels must be non-empty and of one length")
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.batch_size = min(batch_size, len(labels))
+        self.seed = seed
+        self.augment = augment
+        self.workers = max(1, workers)
+        weights = class_weights or {}
+        self.sample_weights = np.asarray([weights.get(int(c), 1.0) for c in self.labels], dtype=np.float32)
+        self._lock = threading.Lock()
+        self.build_seconds = 0.0  # CPU time spent building batches, for the pipeline's share
 
-    dataset = tf.data.Dataset.from_tensor_slices(np.arange(count, dtype=np.int64))
-    if shuffle:
-        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    size = images.shape[1:]
+    @property
+    def steps_per_epoch(self) -> int:
+        """Full batches per epoch."""
+        return len(self.labels) // self.batch_size
 
-    def load(indices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        batch, batch_labels = tf.numpy_function(fetch, [indices], [tf.float32, tf.int32])
-        batch.set_shape((None, *size, 1))
-        batch_labels.set_shape((None,))
-        return batch, batch_labels
+    def indices(self, epoch: int, step: int) -> np.ndarray:
+        """The images of batch `step` of `epoch`, in reading order."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.labels))
+        return np.sort(order[step * self.batch_size : (step + 1) * self.batch_size])
 
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment is not None:
-        dataset = dataset.map(
-            lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    def batch(self, epoch: int, step: int) -> Batch:
+        """Batch `step` of `epoch`."""
+        started = time.thread_time()
+        picks = self.indices(epoch, step)
+        images = np.asarray(self.images[picks])
+        if self.augment is not None:
+            images = augment_batch(images, self.augment, np.random.default_rng([self.seed, epoch, step, 1]))
+        result = images.astype(np.float32)[..., None], self.labels[picks], self.sample_weights[picks]
+        with self._lock:
+            self.build_seconds += time.thread_time() - started
+        return result
+
+    def stream(self, first_epoch: int = 0) -> Iterator[Batch]:
+        """Every batch from `first_epoch` on, endlessly, built `workers` steps ahead."""
+        steps = self.steps_per_epoch
+        positions = ((epoch, step) for epoch in range(first_epoch, 1 << 30) for step in range(steps))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="batches") as pool:
+            pending: collections.deque[Future[Batch]] = collections.deque()
+            for _ in range(self.workers + 1):
+                pending.append(pool.submit(self.batch, *next(positions)))
+            while True:
+                ready = pending.popleft().result()
+                pending.append(pool.submit(self.batch, *next(positions)))
+                yield ready

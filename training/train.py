@@ -1,49 +1,71 @@
-"""Training one network: class weights, schedule, macro-F1 checkpointing, resume, distribution.
+"""Training one network: precision, class weights, schedule, macro-F1 checkpointing, time budget, resume.
+
+Backend-neutral: the same code trains with Keras on TensorFlow (this package's CPU install), on
+JAX or on PyTorch (a GPU machine without TensorFlow); only the export needs TensorFlow.
 
 A run folder holds everything about one network's training:
 
     config.json      the TrainConfig
     best.keras       the weights with the best validation macro-F1 so far
-    last.keras       the latest epoch, with optimizer state, for `--resume`
-    state.json       epoch, best macro-F1, epochs without improvement
-    history.csv      per-epoch loss, accuracy, learning rate and validation macro-F1
+    last.keras       the latest checkpoint, with optimizer state, for `--resume`
+    state.json       last epoch, best macro-F1, epochs without improvement, planned epochs, time spent
+    history.csv      per-epoch loss, accuracy, learning rate, validation macro-F1, elapsed seconds
     summary.json     what the export writes into the manifest's `training` record
+
+Resuming continues from `last.keras` and `state.json`: weights, optimizer moments and step, the
+dropout generators' state, the learning rate (a function of the epoch) and the batches (a
+function of seed, epoch and step) are those an uninterrupted run would have had.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import logging
 import math
 import os
-import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from sklearn.metrics import f1_score
 
 from training.architectures import build_model
-from training.augment import build_augmenter
-from training.cache import load_images
+from training.architectures.common import BuiltModel
 from training.config import CLASSES, TrainConfig
 from training.data import Record, class_weights, labels_of
-from training.pipeline import make_dataset
+from training.pipeline import TrainingBatches
+from training.precision import choose_precision
 
 logger = logging.getLogger(__name__)
 
 
-def make_strategy() -> tf.distribute.Strategy:
-    """The distribution strategy for this machine.
+@dataclass(frozen=True)
+class TrainingData:
+    """Decoded images (uint8, (n, size, size)) and labels of the training and validation splits."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val_images: np.ndarray
+    val_labels: np.ndarray
+
+
+def make_strategy() -> Any:
+    """The TensorFlow distribution strategy for this machine (None under other backends).
 
     Several workers (TF_CONFIG set) → MultiWorkerMirroredStrategy; several GPUs →
     MirroredStrategy; otherwise the default strategy. The model and optimizer are created under
     its scope, so the same code trains on one CPU or many GPUs.
     """
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
@@ -51,83 +73,190 @@ def make_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-class MacroF1Checkpoint(keras.callbacks.Callback):
-    """Validation macro-F1 each epoch: logged, best model saved, early stopping, resumable state."""
+@dataclass
+class RunState:
+    """What a run must remember to resume: written to `state.json` at every checkpoint."""
+
+    epoch: int = -1
+    best_val_macro_f1: float = -1.0
+    waited: int = 0
+    planned_epochs: int = 0
+    seconds: float = 0.0
+    best_epoch: int = -1
+    history: list[dict[str, float]] = field(default_factory=list)
+    #: The dropout layers' random-generator states, which `.keras` files do not keep.
+    seed_states: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> RunState:
+        """Read `state.json` (older files lack the newer keys)."""
+        document = json.loads(path.read_text())
+        known = {key: document[key] for key in cls.__dataclass_fields__ if key in document}
+        return cls(**known)
+
+
+def learning_rate_at(config: TrainConfig, epoch: int, planned_epochs: int, scale: float = 1.0) -> float:
+    """Linear warm-up over `warmup_epochs`, then cosine decay to 1 % of the peak at `planned_epochs`."""
+    peak = config.learning_rate * scale
+    warmup = math.ceil(config.warmup_epochs)
+    if epoch < warmup:
+        return peak * (epoch + 1) / (warmup + 1)
+    progress = min(1.0, (epoch - warmup) / max(1, planned_epochs - warmup))
+    floor = 0.01 * peak
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class RunControl(keras.callbacks.Callback):
+    """Per epoch: learning rate, validation macro-F1, checkpoints, early stopping, time budget, ETA.
+
+    The learning rate is set at the start of each epoch from the epoch index and the planned
+    number of epochs. With a time budget, the plan is revised after each epoch from the measured
+    epoch time, so the cosine reaches its end when the budget does.
+    """
 
     def __init__(
         self,
-        images: np.ndarray,
-        labels: np.ndarray,
+        config: TrainConfig,
+        data: TrainingData,
         run_dir: Path,
+        state: RunState,
         *,
-        patience: int,
-        batch_size: int,
-        best: float = -1.0,
-        waited: int = 0,
+        checkpoint_every: int = 1,
+        scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.images = images
-        self.labels = labels
+        self.config = config
+        self.data = data
         self.run_dir = run_dir
-        self.patience = patience
-        self.batch_size = batch_size
-        self.best = best
-        self.waited = waited
+        self.state = state
+        self.checkpoint_every = max(1, checkpoint_every)
+        self.scale = scale
+        self.best_weights: list[np.ndarray] | None = None
+        self.segment_started = time.monotonic()
+        self.segment_offset = state.seconds
+        self.epoch_started = self.segment_started
+
+    def elapsed(self) -> float:
+        """Training seconds over all segments of the run."""
+        return self.segment_offset + time.monotonic() - self.segment_started
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Set this epoch's learning rate."""
+        self.epoch_started = time.monotonic()
+        self.model.optimizer.learning_rate = learning_rate_at(
+            self.config, epoch, self.state.planned_epochs, self.scale
+        )
+
+    def _replan(self, epoch: int) -> None:
+        budget = self.config.time_budget_minutes
+        if budget is None:
+            return
+        done = epoch + 1
+        per_epoch = self.elapsed() / done if done < 3 else time.monotonic() - self.epoch_started
+        remaining = max(0.0, budget * 60.0 - self.elapsed())
+        self.state.planned_epochs = max(done, min(self.config.epochs, done + int(remaining // per_epoch)))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Score the validation split, keep the best weights, stop after `patience` bad epochs."""
+        """Score validation, keep the best weights, checkpoint, stop on patience or budget."""
         logs = logs if logs is not None else {}
-        logits = predict_logits(self.model, self.images, self.batch_size)
-        score = float(f1_score(self.labels, logits.argmax(axis=1), average="macro"))
+        logits = predict_logits(self.model, self.data.val_images, max(self.config.batch_size, 32))
+        score = float(f1_score(self.data.val_labels, logits.argmax(axis=1), average="macro"))
         logs["val_macro_f1"] = score
-        optimizer = self.model.optimizer
-        logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-        if score > self.best:
-            self.best, self.waited = score, 0
-            self.model.save(self.run_dir / "best.keras")
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["elapsed_seconds"] = round(self.elapsed(), 1)
+        self.state.epoch = epoch
+        self.state.seconds = self.elapsed()
+        if score > self.state.best_val_macro_f1:
+            self.state.best_val_macro_f1, self.state.waited, self.state.best_epoch = score, 0, epoch
+            self.best_weights = self.model.get_weights()
         else:
-            self.waited += 1
-        self.model.save(self.run_dir / "last.keras")
-        state = {"epoch": epoch, "best_val_macro_f1": self.best, "waited": self.waited}
-        (self.run_dir / "state.json").write_text(json.dumps(state))
-        logger.info("epoch %d: val macro-F1 %.4f (best %.4f)", epoch + 1, score, self.best)
-        if self.waited >= self.patience:
-            logger.info("no better validation macro-F1 for %d epochs: stopping", self.patience)
+            self.state.waited += 1
+        self._replan(epoch)
+        stop = self.state.waited >= self.config.patience or epoch + 1 >= self.state.planned_epochs
+        self.state.history.append({key: float(value) for key, value in logs.items()} | {"epoch": epoch})
+        if stop or (epoch + 1) % self.checkpoint_every == 0:
+            self.checkpoint()
+        left = (self.state.planned_epochs - epoch - 1) * (time.monotonic() - self.epoch_started)
+        logger.info(
+            "%s epoch %d/%d: loss %.4f, val macro-F1 %.4f (best %.4f at %d), lr %.2e, %.0fs; "
+            "about %.0f min left",
+            self.config.arch,
+            epoch + 1,
+            self.state.planned_epochs,
+            logs.get("loss", float("nan")),
+            score,
+            self.state.best_val_macro_f1,
+            self.state.best_epoch + 1,
+            logs["learning_rate"],
+            time.monotonic() - self.epoch_started,
+            left / 60.0,
+        )
+        if self.state.waited >= self.config.patience:
+            logger.info("no better validation macro-F1 for %d epochs: stopping", self.config.patience)
+        if stop:
             self.model.stop_training = True
+
+    def checkpoint(self) -> None:
+        """Write last.keras, best.keras, state.json and history.csv (state last, so it never runs ahead)."""
+        self.model.save(self.run_dir / "last.keras")
+        if self.best_weights is not None:
+            current = self.model.get_weights()
+            self.model.set_weights(self.best_weights)
+            self.model.save(self.run_dir / "best.keras")
+            self.model.set_weights(current)
+            self.best_weights = None  # on disk now
+        write_history(self.run_dir / "history.csv", self.state.history)
+        self.state.seed_states = [
+            [int(v) for v in keras.ops.convert_to_numpy(variable)] for variable in seed_variables(self.model)
+        ]
+        (self.run_dir / "state.json").write_text(json.dumps(self.state.__dict__))
+
+
+def seed_variables(model: keras.Model) -> list[Any]:
+    """The state variables of the model's random generators (dropout), in a fixed order."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
+
+
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    """The per-epoch log as CSV (columns: the union of every row's keys)."""
+    columns = sorted({key for row in rows for key in row}, key=lambda k: (k != "epoch", k))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def predict_logits(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Logits of a uint8 (n, h, w) image array, in batches."""
+    """Logits of a uint8 (n, h, w) image array, in equal batches (the last one padded).
+
+    Equal batches mean one compiled predict step for every call, under any backend.
+    """
+    count = len(images)
+    size = min(batch_size, count)
+    padded = math.ceil(count / size) * size
     outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].astype(np.float32)[..., None]
-        outputs.append(keras.ops.convert_to_numpy(model(batch, training=False)))
-    return np.concatenate(outputs).astype(np.float32)
+    for start in range(0, padded, size):
+        batch = np.asarray(images[start : start + size])
+        if len(batch) < size:
+            batch = np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
+        outputs.append(model.predict_on_batch(batch.astype(np.float32)[..., None]))
+    return np.concatenate([keras.ops.convert_to_numpy(o) for o in outputs])[:count].astype(np.float32)
 
 
-def _schedule(
-    config: TrainConfig, steps_per_epoch: int, epochs: int, scale: float
-) -> keras.optimizers.schedules.LearningRateSchedule:
-    total = max(2, epochs * steps_per_epoch)
-    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
-    peak = config.learning_rate * scale
-    # Linear warm-up then cosine decay to 1 % of the peak.
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=peak / 10 if warmup else peak,
-        decay_steps=total - warmup,
-        alpha=0.01,
-        warmup_target=peak if warmup else None,
-        warmup_steps=warmup,
+def _build_from_table(config: TrainConfig) -> BuiltModel:
+    return build_model(
+        config.arch,
+        config.size,
+        len(CLASSES),
+        dropout=config.dropout,
+        weights=config.weights,
+        bn_momentum=config.bn_momentum,
     )
 
 
-def _compile(
-    model: keras.Model, config: TrainConfig, steps_per_epoch: int, epochs: int, scale: float
-) -> None:
+def _compile(model: keras.Model, config: TrainConfig) -> None:
     optimizer = keras.optimizers.AdamW(
-        learning_rate=_schedule(config, steps_per_epoch, epochs, scale),
-        weight_decay=config.weight_decay,
-        clipnorm=1.0,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
     )
     loss: keras.losses.Loss
     if config.label_smoothing:
@@ -181,9 +310,9 @@ def train(
     cache_dir: Path,
     *,
     resume: bool = False,
-    strategy: tf.distribute.Strategy | None = None,
+    strategy: Any = None,
 ) -> TrainResult:
-    """Train one network and keep its best weights in `run_dir/best.keras`.
+    """Train one network on labelled records (decoded once into the cache) and keep its best weights.
 
     Args:
         config: The recipe.
@@ -192,66 +321,86 @@ def train(
         run_dir: The run folder (created).
         cache_dir: Where decoded images are cached.
         resume: Continue from `run_dir/last.keras` and `state.json`.
-        strategy: The distribution strategy; default: `make_strategy()` for this machine.
+        strategy: The TensorFlow distribution strategy; default: `make_strategy()`.
+    """
+    from training.cache import load_images  # the service's decoders, only where files are decoded
+
+    data = TrainingData(
+        load_images(train_records, config.size, cache_dir),
+        labels_of(train_records),
+        np.asarray(load_images(val_records, config.size, cache_dir)),
+        labels_of(val_records),
+    )
+    return fit_network(config, data, run_dir, resume=resume, strategy=strategy)
+
+
+def fit_network(
+    config: TrainConfig,
+    data: TrainingData,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    strategy: Any = None,
+    workers: int | None = None,
+    checkpoint_every: int = 1,
+    build: Callable[[TrainConfig], BuiltModel] | None = None,
+) -> TrainResult:
+    """Train one network on decoded images and keep its best weights in `run_dir/best.keras`.
+
+    Args:
+        config: The recipe.
+        data: Decoded training and validation images with their labels.
+        run_dir: The run folder (created).
+        resume: Continue from `run_dir/last.keras` and `state.json`.
+        strategy: The TensorFlow distribution strategy; default: `make_strategy()`.
+        workers: Threads building batches; default: one per CPU the process may use, at most 4.
+        checkpoint_every: Write checkpoints every this many epochs (and at the end).
+        build: Another network for `config` (benchmarks compare baselines this way); default:
+            the architecture table's `config.arch`.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     # Free what earlier networks of this process built (clear_session also resets the dtype
     # policy, so it comes before the policy is set).
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
+    precision = choose_precision(config.precision)
+    keras.mixed_precision.set_global_policy(precision.policy)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
-    train_images = load_images(train_records, config.size, cache_dir)
-    val_images = load_images(val_records, config.size, cache_dir)
-    train_labels, val_labels = labels_of(train_records), labels_of(val_records)
-    dataset = make_dataset(
-        train_images,
-        train_labels,
+    weights = class_weights(data.train_labels.tolist(), len(CLASSES)) if config.class_weights else None
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    batches = TrainingBatches(
+        data.train_images,
+        data.train_labels,
         batch_size=config.batch_size,
-        shuffle=True,
         seed=config.seed,
-        augment=build_augmenter(config.augment, config.seed),
+        augment=config.augment,
+        class_weights=weights,
+        workers=workers or min(4, max(1, cpus - 1)),
     )
-    steps = math.ceil(len(train_labels) / config.batch_size)
+    steps = batches.steps_per_epoch
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
-        dataset = dataset.repeat()
-    weights = class_weights(train_labels.tolist(), len(CLASSES)) if config.class_weights else None
 
-    state = {"epoch": -1, "best_val_macro_f1": -1.0, "waited": 0}
-    strategy = strategy or make_strategy()
-    with strategy.scope():
-        built = build_model(
-            config.arch,
-            config.size,
-            len(CLASSES),
-            dropout=config.dropout,
-            weights=config.weights,
-            bn_momentum=config.bn_momentum,
-        )
+    state = RunState(planned_epochs=config.epochs)
+    strategy = strategy if strategy is not None else make_strategy()
+
+    def scope() -> Any:
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    with scope():
+        built = (build or _build_from_table)(config)
         model = built.model
-        if resume and (run_dir / "last.keras").is_file():
-            state = json.loads((run_dir / "state.json").read_text())
+        if resume and (run_dir / "last.keras").is_file() and (run_dir / "state.json").is_file():
+            state = RunState.load(run_dir / "state.json")
             model = keras.models.load_model(run_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)
-            logger.info("resuming %s after epoch %d", config.arch, state["epoch"] + 1)
-    checkpoint = MacroF1Checkpoint(
-        val_images,
-        val_labels,
-        run_dir,
-        patience=config.patience,
-        batch_size=max(config.batch_size, 32),
-        best=state["best_val_macro_f1"],
-        waited=state["waited"],
-    )
-    callbacks = [
-        checkpoint,  # before the logger, so that val_macro_f1 reaches history.csv
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
-        keras.callbacks.TerminateOnNaN(),
-    ]
-    verbose = 1 if sys.stdout.isatty() else 2
-    started = time.perf_counter()
-    first_epoch = int(state["epoch"]) + 1
+            for variable, value in zip(seed_variables(model), state.seed_states, strict=False):
+                variable.assign(np.asarray(value, dtype=variable.dtype))
+            logger.info(
+                "resuming %s after epoch %d (%.0fs spent)", config.arch, state.epoch + 1, state.seconds
+            )
+    state.planned_epochs = state.planned_epochs or config.epochs
+    first_epoch = state.epoch + 1
     resumed = first_epoch > 0 and model.optimizer is not None
     # A pretrained backbone first stays frozen while the new head settles, then is fine-tuned
     # at a lower learning rate. Phases: (first epoch, end epoch, learning-rate factor, backbone trainable).
@@ -260,48 +409,58 @@ def train(
         (0, frozen, 1.0, False),
         (frozen, config.epochs, config.fine_tune_learning_rate_factor if frozen else 1.0, True),
     ]
+    control = RunControl(config, data, run_dir, state, checkpoint_every=checkpoint_every)
+    started = time.perf_counter()
     epochs_run = 0
     for phase_start, stop, scale, trainable in phases:
-        start = max(phase_start, first_epoch)
-        if start >= stop or getattr(model, "stop_training", False):
+        start = max(phase_start, state.epoch + 1)
+        if start >= min(stop, state.planned_epochs) or getattr(model, "stop_training", False):
             continue
+        control.scale = scale
         # A model resumed inside a phase keeps its saved flags and optimizer state.
         if not (resumed and phase_start < first_epoch):
             if built.backbone_layers:
                 _set_backbone_trainable(model, built.backbone_layers, trainable)
-            with strategy.scope():
-                _compile(model, config, steps, stop - start, scale)
+            with scope():
+                _compile(model, config)
         history = model.fit(
-            dataset,
-            epochs=stop,
+            batches.stream(start),
+            epochs=stop,  # RunControl ends the last phase at the planned epoch
             initial_epoch=start,
             steps_per_epoch=steps,
-            class_weight=weights,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the dataset shuffles itself, every epoch
+            callbacks=[control, keras.callbacks.TerminateOnNaN()],
+            verbose=0,
+            shuffle=False,  # the batches are shuffled by seed and epoch
         )
         epochs_run += len(history.epoch)
     seconds = time.perf_counter() - started
-    throughput = epochs_run * steps * config.batch_size / seconds if seconds else 0.0
+    throughput = epochs_run * steps * batches.batch_size / seconds if seconds else 0.0
     summary = {
         "arch": config.arch,
         "epochs_run": epochs_run,
-        "last_epoch": first_epoch + epochs_run,
-        "best_val_macro_f1": checkpoint.best,
-        "seconds": round(seconds, 1),
+        "last_epoch": state.epoch + 1,
+        "best_epoch": state.best_epoch + 1,
+        "best_val_macro_f1": state.best_val_macro_f1,
+        "seconds": round(state.seconds, 1),
         "train_images_per_second": round(throughput, 2),
-        "train_images": len(train_labels),
-        "val_images": len(val_labels),
+        # CPU time spent building batches, as a share of all the CPU time the run had.
+        "input_pipeline_share": round(batches.build_seconds / (seconds * cpus), 4) if seconds else 0.0,
+        "train_images": len(data.train_labels),
+        "val_images": len(data.val_labels),
         "class_weights": {CLASSES[k]: round(v, 4) for k, v in (weights or {}).items()},
+        "precision": precision.precision,
+        "precision_reason": precision.reason,
         "keras_backend": keras.backend.backend(),
         "keras": keras.__version__,
-        "tensorflow": tf.__version__,
-        "strategy": type(strategy).__name__,
-        "replicas": strategy.num_replicas_in_sync,
+        "strategy": type(strategy).__name__ if strategy is not None else None,
+        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
     }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        summary["tensorflow"] = tf.__version__
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return TrainResult(run_dir, checkpoint.best, epochs_run, seconds, throughput)
+    return TrainResult(run_dir, state.best_val_macro_f1, epochs_run, seconds, throughput)
 
 
 CUSTOM_OBJECTS: dict[str, Any] = {"_SmoothedSparseCrossentropy": _SmoothedSparseCrossentropy}

@@ -84,6 +84,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "--config", str(recipes),
         "--epochs", "1",
         "--batch-size", "8",
+        "--precision", "bfloat16",  # the export's parity must hold for a bfloat16-trained model
         "--version", "0.0.1-test",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)

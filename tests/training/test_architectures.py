@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from training.architectures import build_model
+from training.architectures.baselines import BASELINES
 from training.architectures.common import WeightsError
-from training.architectures.scratch import build_vgg_baseline
 from training.flops import count_flops, count_params
 
 ARCHS = [
@@ -66,13 +66,25 @@ def test_scratch_refuses_pretrained_weights() -> None:
         build_model("scratch", 64, weights="imagenet")
 
 
-def test_scratch_costs_a_fraction_of_a_vgg_stack_at_400() -> None:
-    scratch = build_model("scratch", 400).model
-    vgg = build_vgg_baseline(400)
-    assert count_params(scratch) == pytest.approx(1.06e6, rel=0.01)
-    assert count_flops(scratch) == pytest.approx(1.31e9, rel=0.01)
-    assert count_flops(vgg) / count_flops(scratch) > 13
-    assert count_params(vgg) > 2 * count_params(scratch)
+def test_scratch_is_dense_3x3_residual_and_cheaper_than_a_vgg_stack_at_224() -> None:
+    scratch = build_model("scratch", 224).model
+    vgg, first = BASELINES["vgg"](224, 3), BASELINES["scratch_v1"](224, 3)
+    assert count_params(scratch) == pytest.approx(3.20e6, rel=0.01)
+    assert count_flops(scratch) == pytest.approx(1.42e9, rel=0.01)
+    assert count_flops(vgg) / count_flops(scratch) > 3.9
+    # Built from what bfloat16 speeds up: no depthwise convolutions, no squeeze-and-excitation.
+    assert not any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in scratch.layers)
+    assert any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in first.layers)
+    kernels = {layer.kernel_size for layer in scratch.layers if isinstance(layer, keras.layers.Conv2D)}
+    assert kernels == {(3, 3), (1, 1)}
+    assert sum(isinstance(layer, keras.layers.Add) for layer in scratch.layers) == 6
+
+
+def test_scratch_grad_cam_layer_feeds_the_linear_head_through_pooling() -> None:
+    model = build_model("scratch", 64).model
+    pool = model.get_layer("pool")
+    assert pool.input is model.get_layer("head_activation").output
+    assert isinstance(model.get_layer("logits"), keras.layers.Dense)
 
 
 def test_flop_counter_matches_published_figures() -> None:

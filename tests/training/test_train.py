@@ -1,17 +1,28 @@
-"""The training loop's distribution strategy."""
+"""The training loop: distribution strategy, resume, schedule, time budget."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.training.conftest import write_labelled_images
+from tests.training.conftest import synthetic_image, write_labelled_images
 from training.config import SplitConfig, TrainConfig
 from training.data import read_dataset, split_by_group
-from training.train import make_strategy, train
+from training.train import (
+    CUSTOM_OBJECTS,
+    RunControl,
+    TrainingData,
+    fit_network,
+    learning_rate_at,
+    make_strategy,
+    train,
+)
 
 
 def test_one_cpu_uses_the_default_strategy() -> None:
@@ -30,3 +41,77 @@ def test_training_runs_under_a_mirrored_strategy(tmp_path: Path) -> None:
     assert summary["strategy"] == "MirroredStrategy"
     assert summary["epochs_run"] == result.epochs_run == 1
     assert (tmp_path / "run" / "best.keras").is_file()
+
+
+def _tiny_data(count: int = 24, size: int = 32) -> TrainingData:
+    images = np.stack([synthetic_image(i % 3, seed=i, size=size) for i in range(count)])
+    labels = np.arange(count) % 3
+    return TrainingData(images[:18], labels[:18], images[18:], labels[18:])
+
+
+class _InterruptedError(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(arch="scratch", image_size=32, epochs=3, batch_size=6, precision="float32", seed=3)
+    data = _tiny_data()
+    fit_network(config, data, tmp_path / "whole", workers=1)
+
+    original = RunControl.on_epoch_end
+
+    def stop_after_first_epoch(self: RunControl, epoch: int, logs: dict | None = None) -> None:
+        original(self, epoch, logs)
+        if epoch == 0:
+            self.checkpoint()
+            raise _InterruptedError  # the process dies here
+
+    monkeypatch.setattr(RunControl, "on_epoch_end", stop_after_first_epoch)
+    with pytest.raises(_InterruptedError):
+        fit_network(config, data, tmp_path / "split", workers=1)
+    monkeypatch.setattr(RunControl, "on_epoch_end", original)
+    result = fit_network(config, data, tmp_path / "split", resume=True, workers=1)
+
+    assert result.epochs_run == 2
+    whole = keras.models.load_model(tmp_path / "whole" / "last.keras", custom_objects=CUSTOM_OBJECTS)
+    split = keras.models.load_model(tmp_path / "split" / "last.keras", custom_objects=CUSTOM_OBJECTS)
+    assert int(whole.optimizer.iterations) == int(split.optimizer.iterations) == 9
+    for a, b in zip(whole.get_weights(), split.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    whole_state = json.loads((tmp_path / "whole" / "state.json").read_text())
+    split_state = json.loads((tmp_path / "split" / "state.json").read_text())
+    for key in ("epoch", "best_epoch", "best_val_macro_f1", "waited", "planned_epochs"):
+        assert whole_state[key] == split_state[key], key
+    rates = [row["learning_rate"] for row in split_state["history"]]
+    assert rates == [row["learning_rate"] for row in whole_state["history"]]
+
+
+def test_learning_rate_warms_up_then_decays_to_one_percent() -> None:
+    config = TrainConfig(arch="scratch", learning_rate=0.01, warmup_epochs=2)
+    rates = [learning_rate_at(config, epoch, 10) for epoch in range(12)]
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(0.01)
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert rates[-1] == pytest.approx(0.0001)
+
+
+@pytest.mark.slow
+def test_a_time_budget_plans_the_schedule_and_the_summary_records_precision(tmp_path: Path) -> None:
+    config = TrainConfig(
+        arch="scratch",
+        image_size=32,
+        epochs=500,
+        batch_size=6,
+        patience=500,
+        precision="bfloat16",
+        time_budget_minutes=0.3,
+    )
+    result = fit_network(config, _tiny_data(), tmp_path / "run", workers=1)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert summary["precision"] == "bfloat16"
+    assert 1 <= result.epochs_run == state["planned_epochs"] < 500  # stopped by the budget, on plan
+    assert state["seconds"] < 0.3 * 60 + 15
+    assert state["history"][-1]["learning_rate"] < 0.05 * config.learning_rate  # the cosine reached its end
