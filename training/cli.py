@@ -46,6 +46,7 @@ def _configs(args: argparse.Namespace) -> list[TrainConfig]:
             "steps_per_epoch": args.steps_per_epoch,
             "patience": args.patience,
             "precision": args.precision,
+            "init_weights": args.init_weights,
             "time_budget_minutes": args.time_budget_minutes,
         }.items()
         if value is not None
@@ -133,6 +134,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         runs_dir=args.runs,
         cache_dir=args.cache or args.runs / "cache",
     )
+    if args.baseline_models:
+        # The bundle being replaced, on the same images, for the card's before/after table.
+        evaluate_models(
+            args.baseline_models, records, out / "baseline", split_name=args.split, update_manifest=False
+        )
     if args.split == "test" and not args.no_update_manifest:
         # The card describes test-split metrics only; a validation report must not overwrite it.
         write_model_card(args.models_dir, out)
@@ -167,6 +173,9 @@ def register(commands: Any) -> None:
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--weights", help="imagenet, a local weights file, or none")
     train.add_argument("--seed", type=int)
+    train.add_argument(
+        "--init-weights", help="a .keras file of the same network to start from (anneal, fine-tune)"
+    )
     train.add_argument("--steps-per-epoch", type=int)
     train.add_argument("--patience", type=int)
     train.add_argument(
@@ -202,4 +211,9 @@ def register(commands: Any) -> None:
     evaluate.add_argument("--out", type=Path, help="report folder (default: RUNS/report-SPLIT)")
     evaluate.add_argument("--choose-ensembles", action="store_true", help="first choose them on validation")
     evaluate.add_argument("--no-update-manifest", action="store_true")
+    evaluate.add_argument(
+        "--baseline-models",
+        type=Path,
+        help="also evaluate this (older) bundle on the same images, for the card",
+    )
     evaluate.set_defaults(handler=_evaluate)

@@ -58,6 +58,11 @@ class TrainConfig(BaseModel):
     )
     patience: int = Field(default=6, ge=1, description="epochs without a better validation macro-F1")
     weights: str = Field(default="none", description="`imagenet`, a local weights file, or `none`")
+    init_weights: str | None = Field(
+        default=None,
+        description="a `.keras` file of the same network to start from (to anneal or fine-tune a "
+        "trained model) instead of random initialisation",
+    )
     frozen_epochs: int = Field(
         default=2, ge=0, description="epochs on a frozen backbone first, when the weights are pretrained"
     )

@@ -391,6 +391,9 @@ def fit_network(
     with scope():
         built = (build or _build_from_table)(config)
         model = built.model
+        if config.init_weights:
+            model.load_weights(config.init_weights)
+            logger.info("%s starts from the weights of %s", config.arch, config.init_weights)
         if resume and (run_dir / "last.keras").is_file() and (run_dir / "state.json").is_file():
             state = RunState.load(run_dir / "state.json")
             model = keras.models.load_model(run_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)

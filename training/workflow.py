@@ -118,7 +118,7 @@ def export_and_calibrate(
     }
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    entry["training"] = {"config": config.model_dump(), **summary}
+    entry["training"] = {"config": config.model_dump(), **summary, "curve": training_curve(run_dir)}
     entry["data"] = {
         "splits": split.summary(),
         "split_method": "by patient group, stratified by source and label",
@@ -133,6 +133,17 @@ def export_and_calibrate(
         entry["metrics"]["validation"]["ece_calibrated"],
     )
     return entry
+
+
+def training_curve(run_dir: Path) -> list[list[float]]:
+    """[elapsed seconds, validation macro-F1] per epoch, from the run's `state.json`."""
+    path = run_dir / "state.json"
+    history = json.loads(path.read_text()).get("history", []) if path.is_file() else []
+    return [
+        [round(row["elapsed_seconds"], 1), round(row["val_macro_f1"], 4)]
+        for row in history
+        if "elapsed_seconds" in row and "val_macro_f1" in row
+    ]
 
 
 def _quantize_entry(
