@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report import publish
+from training.model_card import plot_validation_curves
 
 logger = logging.getLogger("bench.scratch_curves")
 #: Network → precision it trains in.
@@ -78,28 +79,6 @@ def _curve(run_dir: Path) -> list[tuple[float, float]]:
 def _best_by(curve: list[tuple[float, float]], seconds: float) -> float | None:
     scores = [score for elapsed, score in curve if elapsed <= seconds]
     return round(max(scores), 4) if scores else None
-
-
-def _plot(curves: dict[str, list[tuple[float, float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.5, 4))
-    for name, curve in curves.items():
-        axes.plot(
-            [e / 60 for e, _ in curve],
-            [s for _, s in curve],
-            marker="o",
-            label=f"{name} ({CONTENDERS[name]})",
-        )
-    axes.set_xlabel("training wall-clock minutes (one thread each, side by side)")
-    axes.set_ylabel("validation macro-F1")
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,7 +138,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     publish(f"Validation macro-F1 at equal wall-clock time, {args.size}², {args.minutes:g} min each", rows,
             args.runs / "curves.json")  # fmt: skip
-    _plot(curves, args.runs / "curves.png")
+    plot_validation_curves(
+        {f"{name} ({CONTENDERS[name]})": curve for name, curve in curves.items()},
+        args.runs / "curves.png",
+        xlabel="training wall-clock minutes (one thread each, side by side)",
+        hours=False,
+    )
 
 
 if __name__ == "__main__":

@@ -365,19 +365,23 @@ def _quantization_section(manifest: Manifest) -> list[str]:
     ]
 
 
-def _plot_training_curves(manifest: Manifest, path: Path) -> None:
-    """Validation macro-F1 against training hours, one line per model, from the manifest."""
+def plot_validation_curves(
+    curves: dict[str, list[tuple[float, float]]], path: Path, *, xlabel: str, hours: bool = True
+) -> None:
+    """Validation macro-F1 against training time (seconds in, hours or minutes shown), one line each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    scale = 3600.0 if hours else 60.0
     figure, axes = plt.subplots(figsize=(6.5, 3.8))
-    for entry in manifest.models:
-        curve = entry.training.get("curve") or []
+    for name, curve in curves.items():
         if curve:
-            axes.plot([s / 3600 for s, _ in curve], [f1 for _, f1 in curve], label=entry.name, linewidth=1.2)
-    axes.set_xlabel("training hours (wall clock, compilation included)")
+            axes.plot(
+                [s / scale for s, _ in curve], [f1 for _, f1 in curve], label=name, linewidth=1.2, marker="."
+            )
+    axes.set_xlabel(xlabel)
     axes.set_ylabel("validation macro-F1")
     axes.grid(alpha=0.3)
     axes.legend()
@@ -453,7 +457,14 @@ def write_model_card(models_dir: Path, report_dir: Path) -> Path:
                 shutil.copyfile(source, plots / source.name)
             else:
                 logger.warning("plot %s is missing from the report", source)
-    _plot_training_curves(manifest, plots / CURVES_PLOT)
+    plot_validation_curves(
+        {
+            entry.name: [tuple(point) for point in entry.training.get("curve") or []]
+            for entry in manifest.models
+        },
+        plots / CURVES_PLOT,
+        xlabel="training hours (wall clock, compilation included)",
+    )
     lines = [
         "# Model card: chest X-ray triage (normal / pneumonia / tuberculosis)",
         "",

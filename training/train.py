@@ -402,7 +402,12 @@ def fit_network(
             logger.info(
                 "resuming %s after epoch %d (%.0fs spent)", config.arch, state.epoch + 1, state.seconds
             )
-    state.planned_epochs = state.planned_epochs or config.epochs
+    if config.time_budget_minutes is None:
+        state.planned_epochs = config.epochs  # a resumed run may be given more epochs
+    elif state.seconds >= config.time_budget_minutes * 60:
+        state.planned_epochs = state.epoch + 1  # the budget is spent
+    else:
+        state.planned_epochs = min(config.epochs, max(state.planned_epochs, state.epoch + 2))
     first_epoch = state.epoch + 1
     resumed = first_epoch > 0 and model.optimizer is not None
     # A pretrained backbone first stays frozen while the new head settles, then is fine-tuned

@@ -119,6 +119,13 @@ def export_and_calibrate(
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     entry["training"] = {"config": config.model_dump(), **summary, "curve": training_curve(run_dir)}
+    parent = _parent_run(run_dir)
+    if parent is not None and (parent / "summary.json").is_file():
+        # Where the weights came from: that run's own record (device, precision, epochs).
+        entry["training"]["started_from"] = {
+            "config": json.loads((parent / "config.json").read_text()),
+            **json.loads((parent / "summary.json").read_text()),
+        }
     entry["data"] = {
         "splits": split.summary(),
         "split_method": "by patient group, stratified by source and label",
@@ -136,14 +143,34 @@ def export_and_calibrate(
 
 
 def training_curve(run_dir: Path) -> list[list[float]]:
-    """[elapsed seconds, validation macro-F1] per epoch, from the run's `state.json`."""
+    """[elapsed seconds, validation macro-F1] per epoch, from the run's `state.json`.
+
+    A run that started from another run's weights (`init_weights` pointing into a run folder)
+    continues that run's curve, its time counted after the parent's.
+    """
     path = run_dir / "state.json"
     history = json.loads(path.read_text()).get("history", []) if path.is_file() else []
-    return [
+    curve = [
         [round(row["elapsed_seconds"], 1), round(row["val_macro_f1"], 4)]
         for row in history
         if "elapsed_seconds" in row and "val_macro_f1" in row
     ]
+    parent = _parent_run(run_dir)
+    if parent is None:
+        return curve
+    before = training_curve(parent)
+    offset = before[-1][0] if before else 0.0
+    return before + [[round(offset + seconds, 1), score] for seconds, score in curve]
+
+
+def _parent_run(run_dir: Path) -> Path | None:
+    """The run folder whose weights this run started from, if it is one."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        return None
+    init = json.loads(config_path.read_text()).get("init_weights")
+    parent = Path(init).parent if init else None
+    return parent if parent is not None and (parent / "config.json").is_file() and parent != run_dir else None
 
 
 def _quantize_entry(

@@ -129,3 +129,21 @@ def test_model_card_is_written_from_the_manifest_with_the_plots(trained: dict[st
         for kind in ("confusion", "roc", "reliability"):
             assert f"(report/{kind}-{scope}.png)" in card
             assert (models / "report" / f"{kind}-{scope}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_started_from_another_continues_its_curve(tmp_path: Path) -> None:
+    from training.workflow import training_curve
+
+    parent, child = tmp_path / "gpu" / "scratch", tmp_path / "anneal" / "scratch"
+    for folder, rows, init in (
+        (parent, [(10.0, 0.5), (20.0, 0.7)], None),
+        (child, [(5.0, 0.72)], parent / "best.keras"),
+    ):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(
+            json.dumps({"arch": "scratch", "init_weights": str(init) if init else None})
+        )
+        history = [{"elapsed_seconds": s, "val_macro_f1": f} for s, f in rows]
+        (folder / "state.json").write_text(json.dumps({"history": history}))
+    assert training_curve(parent) == [[10.0, 0.5], [20.0, 0.7]]
+    assert training_curve(child) == [[10.0, 0.5], [20.0, 0.7], [25.0, 0.72]]
