@@ -166,6 +166,7 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
         ("early-stopping patience (epochs)", config.get("patience")),
         ("seed", config.get("seed")),
         ("best epoch", entry.training.get("best_epoch")),
+        ("started from", _started_from(entry.training.get("started_from"))),
         ("trained on", entry.training.get("device") or "CPU"),
         ("precision", entry.training.get("precision", "float32")),
         ("training images/s", entry.training.get("train_images_per_second")),
@@ -173,6 +174,16 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
         ("software", f"Keras {entry.training.get('keras')} ({entry.training.get('keras_backend')})"),
         ("weights as trained → as exported", _compact_weights(entry.training.get("compact_weights"))),
     ]
+
+
+def _started_from(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "random initialisation"
+    return (
+        f"a run of {record.get('epochs_run')} epochs on {record.get('device') or 'CPU'} "
+        f"({record.get('precision')}, {record.get('keras_backend')}; best val macro-F1 "
+        f"{_fmt(record.get('best_val_macro_f1'))} at epoch {record.get('best_epoch')})"
+    )
 
 
 def _compact_weights(record: dict[str, Any] | None) -> str | None:
