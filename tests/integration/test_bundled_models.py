@@ -172,3 +172,20 @@ def test_xray_serve_answers_a_real_radiograph_with_the_bundled_models(
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     models = json.loads(served.request("GET", "/models")[2])
     assert {model["name"] for model in models["models"]} == set(ARCHITECTURES)
+
+
+def test_the_reevaluation_skips_only_when_the_data_is_another_version(
+    tmp_path: Path, manifest: Manifest
+) -> None:
+    from tests.training.conftest import write_labelled_images
+
+    write_labelled_images(tmp_path / "cxr", per_class=6)
+    with pytest.raises(pytest.skip.Exception, match="another version of the data"):
+        _test_split(tmp_path, manifest)  # other images than the manifest counts: another version
+    split = split_by_group(read_dataset(tmp_path / "cxr"), SplitConfig())
+    same_counts = {"splits": split.summary(), "split_fingerprints": {"test": "0" * 64}}
+    altered = manifest.model_copy(
+        update={"models": [entry.model_copy(update={"data": same_counts}) for entry in manifest.models]}
+    )
+    with pytest.raises(AssertionError, match="differs from the one evaluated"):
+        _test_split(tmp_path, altered)  # the same data, another split: a defect, not a skip
