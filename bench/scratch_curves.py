@@ -14,7 +14,6 @@ second, and writes the curves as JSON and PNG.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any
 
 from bench.report import publish
 from training.model_card import plot_validation_curves
+from training.workflow import training_curve
 
 logger = logging.getLogger("bench.scratch_curves")
 #: Network → precision it trains in.
@@ -35,10 +35,8 @@ def train_one(name: str, data_dir: Path, runs: Path, minutes: float, size: int) 
     """Train one contender (in this process) and leave its run folder under `runs/name`."""
     from training.architectures.baselines import BASELINES
     from training.architectures.common import BuiltModel
-    from training.cache import load_images
     from training.config import SplitConfig, TrainConfig
-    from training.data import labels_of
-    from training.train import TrainingData, fit_network
+    from training.train import train
     from training.workflow import prepare_split
 
     split = prepare_split(data_dir, runs, SplitConfig())
@@ -62,21 +60,10 @@ def train_one(name: str, data_dir: Path, runs: Path, minutes: float, size: int) 
         def build(config: TrainConfig) -> BuiltModel:
             return BuiltModel(BASELINES[name](config.size, 3), "", ())
 
-    data = TrainingData(
-        load_images(split.train, size, runs / "cache"),
-        labels_of(split.train),
-        load_images(split.val, size, runs / "cache"),
-        labels_of(split.val),
-    )
-    fit_network(config, data, runs / name, build=build)
+    train(config, split.train, split.val, runs / name, runs / "cache", build=build)
 
 
-def _curve(run_dir: Path) -> list[tuple[float, float]]:
-    with (run_dir / "history.csv").open() as handle:
-        return [(float(row["elapsed_seconds"]), float(row["val_macro_f1"])) for row in csv.DictReader(handle)]
-
-
-def _best_by(curve: list[tuple[float, float]], seconds: float) -> float | None:
+def _best_by(curve: list[list[float]], seconds: float) -> float | None:
     scores = [score for elapsed, score in curve if elapsed <= seconds]
     return round(max(scores), 4) if scores else None
 
@@ -123,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for child in children:
             child.wait()
-    curves = {name: _curve(args.runs / name) for name in CONTENDERS}
+    curves = {name: training_curve(args.runs / name) for name in CONTENDERS}
     marks = [args.minutes * fraction for fraction in (0.2, 0.4, 0.6, 0.8, 1.0)]
     rows: list[dict[str, Any]] = []
     for name, curve in curves.items():
@@ -139,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     publish(f"Validation macro-F1 at equal wall-clock time, {args.size}², {args.minutes:g} min each", rows,
             args.runs / "curves.json")  # fmt: skip
     plot_validation_curves(
-        {f"{name} ({CONTENDERS[name]})": curve for name, curve in curves.items()},
+        {f"{name} ({CONTENDERS[name]})": [(s, f1) for s, f1 in curve] for name, curve in curves.items()},
         args.runs / "curves.png",
         xlabel="training wall-clock minutes (one thread each, side by side)",
         hours=False,

@@ -34,11 +34,12 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench.report import publish
+from service.core.cpu import available_cpus
+from training.architectures.baselines import BASELINES
 from training.config import ARCHITECTURES, AugmentConfig, TrainConfig
 from training.precision import PRECISIONS
 
 logger = logging.getLogger("bench.train_throughput")
-BASELINE_NAMES = ("scratch_v1", "vgg")
 
 
 def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup: int = 2) -> dict[str, Any]:
@@ -46,8 +47,6 @@ def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup
     import keras
     import numpy as np
 
-    from training.architectures import build_model
-    from training.architectures.baselines import BASELINES
     from training.flops import count_flops, count_params
     from training.pipeline import TrainingBatches
     from training.precision import choose_precision
@@ -56,18 +55,17 @@ def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup
     keras.utils.set_random_seed(0)
     choice = choose_precision(precision)  # type: ignore[arg-type]
     keras.mixed_precision.set_global_policy(choice.policy)
-    model = BASELINES[arch](size, 3) if arch in BASELINES else build_model(arch, size).model
+    model = _network(arch, size)
     _compile(model, TrainConfig(arch="scratch", label_smoothing=0.1))
     rng = np.random.default_rng(0)
     count = batch * 4
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = available_cpus()
     batches = TrainingBatches(
         rng.integers(0, 256, (count, size, size), dtype=np.uint8),
         rng.integers(0, 3, count),
         batch_size=batch,
         seed=0,
         augment=AugmentConfig(),
-        workers=min(4, max(1, cpus - 1)),
     )
     stream = batches.stream()
     started = time.perf_counter()
@@ -80,7 +78,7 @@ def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup
         model.train_on_batch(*next(stream))
     elapsed = time.perf_counter() - started
     keras.mixed_precision.set_global_policy("float32")
-    float_model = BASELINES[arch](size, 3) if arch in BASELINES else build_model(arch, size).model
+    float_model = _network(arch, size)
     return {
         "arch": arch,
         "size": size,
@@ -96,6 +94,13 @@ def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup
     }
 
 
+def _network(arch: str, size: int) -> Any:
+    """A network of the architecture table or of the baselines, built in the current dtype policy."""
+    from training.architectures import build_model
+
+    return BASELINES[arch](size, 3) if arch in BASELINES else build_model(arch, size).model
+
+
 def _title() -> str:
     import keras
 
@@ -108,7 +113,7 @@ def _title() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print its table and JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", action="append", choices=(*ARCHITECTURES, *BASELINE_NAMES))
+    parser.add_argument("--arch", action="append", choices=(*ARCHITECTURES, *BASELINES))
     parser.add_argument("--size", type=int, action="append", help="repeatable; default 224")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8, help="timed steps, after 2 untimed ones")

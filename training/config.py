@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from training.precision import Precision
+
 Architecture = Literal["scratch", "inception_resnet_v2", "efficientnet_v2_b2"]
 ARCHITECTURES: tuple[Architecture, ...] = ("scratch", "inception_resnet_v2", "efficientnet_v2_b2")
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "tuberculosis")
@@ -68,7 +70,7 @@ class TrainConfig(BaseModel):
     )
     fine_tune_learning_rate_factor: float = Field(default=0.1, gt=0, le=1)
     class_weights: bool = True
-    precision: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    precision: Precision = Field(
         default="auto",
         description="`auto`: bfloat16 where the hardware computes it natively, else float32 "
         "(variables, logits and the export stay float32 either way)",

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from service.core.cpu import available_cpus
 from training.augment import augment_batch
 from training.config import AugmentConfig
 
@@ -34,7 +35,8 @@ class TrainingBatches:
         seed: The run's seed.
         augment: The augmentation, or None for plain batches.
         class_weights: Class index → loss weight (given to every sample as its weight).
-        workers: Threads building batches ahead of the model.
+        workers: Threads building batches ahead of the model; default: one per usable CPU but
+            one (the model's), at least 1 and at most 4.
     """
 
     def __init__(
@@ -46,7 +48,7 @@ class TrainingBatches:
         seed: int,
         augment: AugmentConfig | None = None,
         class_weights: dict[int, float] | None = None,
-        workers: int = 1,
+        workers: int | None = None,
     ) -> None:
         if len(images) != len(labels) or not len(labels):
             raise ValueError("images and labels must be non-empty and of one length")
@@ -55,7 +57,7 @@ class TrainingBatches:
         self.batch_size = min(batch_size, len(labels))
         self.seed = seed
         self.augment = augment
-        self.workers = max(1, workers)
+        self.workers = max(1, workers if workers is not None else min(4, available_cpus() - 1))
         weights = class_weights or {}
         self.sample_weights = np.asarray([weights.get(int(c), 1.0) for c in self.labels], dtype=np.float32)
         self._lock = threading.Lock()

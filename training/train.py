@@ -35,6 +35,7 @@ import keras
 import numpy as np
 from sklearn.metrics import f1_score
 
+from service.core.cpu import available_cpus
 from training.architectures import build_model
 from training.architectures.common import BuiltModel
 from training.config import CLASSES, TrainConfig
@@ -114,6 +115,9 @@ class RunControl(keras.callbacks.Callback):
     epoch time, so the cosine reaches its end when the budget does.
     """
 
+    #: The clock of the time budget and the progress log (tests replace it).
+    clock = staticmethod(time.monotonic)
+
     def __init__(
         self,
         config: TrainConfig,
@@ -132,17 +136,17 @@ class RunControl(keras.callbacks.Callback):
         self.checkpoint_every = max(1, checkpoint_every)
         self.scale = scale
         self.best_weights: list[np.ndarray] | None = None
-        self.segment_started = time.monotonic()
+        self.segment_started = self.clock()
         self.segment_offset = state.seconds
         self.epoch_started = self.segment_started
 
     def elapsed(self) -> float:
         """Training seconds over all segments of the run."""
-        return self.segment_offset + time.monotonic() - self.segment_started
+        return self.segment_offset + self.clock() - self.segment_started
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Set this epoch's learning rate."""
-        self.epoch_started = time.monotonic()
+        self.epoch_started = self.clock()
         self.model.optimizer.learning_rate = learning_rate_at(
             self.config, epoch, self.state.planned_epochs, self.scale
         )
@@ -152,7 +156,7 @@ class RunControl(keras.callbacks.Callback):
         if budget is None:
             return
         done = epoch + 1
-        per_epoch = self.elapsed() / done if done < 3 else time.monotonic() - self.epoch_started
+        per_epoch = self.elapsed() / done if done < 3 else self.clock() - self.epoch_started
         remaining = max(0.0, budget * 60.0 - self.elapsed())
         self.state.planned_epochs = max(done, min(self.config.epochs, done + int(remaining // per_epoch)))
 
@@ -176,7 +180,7 @@ class RunControl(keras.callbacks.Callback):
         self.state.history.append({key: float(value) for key, value in logs.items()} | {"epoch": epoch})
         if stop or (epoch + 1) % self.checkpoint_every == 0:
             self.checkpoint()
-        left = (self.state.planned_epochs - epoch - 1) * (time.monotonic() - self.epoch_started)
+        left = (self.state.planned_epochs - epoch - 1) * (self.clock() - self.epoch_started)
         logger.info(
             "%s epoch %d/%d: loss %.4f, val macro-F1 %.4f (best %.4f at %d), lr %.2e, %.0fs; "
             "about %.0f min left",
@@ -188,7 +192,7 @@ class RunControl(keras.callbacks.Callback):
             self.state.best_val_macro_f1,
             self.state.best_epoch + 1,
             logs["learning_rate"],
-            time.monotonic() - self.epoch_started,
+            self.clock() - self.epoch_started,
             left / 60.0,
         )
         if self.state.waited >= self.config.patience:
@@ -311,6 +315,7 @@ def train(
     *,
     resume: bool = False,
     strategy: Any = None,
+    build: Callable[[TrainConfig], BuiltModel] | None = None,
 ) -> TrainResult:
     """Train one network on labelled records (decoded once into the cache) and keep its best weights.
 
@@ -322,6 +327,7 @@ def train(
         cache_dir: Where decoded images are cached.
         resume: Continue from `run_dir/last.keras` and `state.json`.
         strategy: The TensorFlow distribution strategy; default: `make_strategy()`.
+        build: Another network for `config` (see `fit_network`).
     """
     from training.cache import load_images  # the service's decoders, only where files are decoded
 
@@ -331,7 +337,7 @@ def train(
         np.asarray(load_images(val_records, config.size, cache_dir)),
         labels_of(val_records),
     )
-    return fit_network(config, data, run_dir, resume=resume, strategy=strategy)
+    return fit_network(config, data, run_dir, resume=resume, strategy=strategy, build=build)
 
 
 def fit_network(
@@ -353,7 +359,7 @@ def fit_network(
         run_dir: The run folder (created).
         resume: Continue from `run_dir/last.keras` and `state.json`.
         strategy: The TensorFlow distribution strategy; default: `make_strategy()`.
-        workers: Threads building batches; default: one per CPU the process may use, at most 4.
+        workers: Threads building batches; default: `TrainingBatches`'s.
         checkpoint_every: Write checkpoints every this many epochs (and at the end).
         build: Another network for `config` (benchmarks compare baselines this way); default:
             the architecture table's `config.arch`.
@@ -368,7 +374,7 @@ def fit_network(
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
     weights = class_weights(data.train_labels.tolist(), len(CLASSES)) if config.class_weights else None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = available_cpus()
     batches = TrainingBatches(
         data.train_images,
         data.train_labels,
@@ -376,7 +382,7 @@ def fit_network(
         seed=config.seed,
         augment=config.augment,
         class_weights=weights,
-        workers=workers or min(4, max(1, cpus - 1)),
+        workers=workers,
     )
     steps = batches.steps_per_epoch
     if config.steps_per_epoch:

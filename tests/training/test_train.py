@@ -99,7 +99,19 @@ def test_learning_rate_warms_up_then_decays_to_one_percent() -> None:
 
 
 @pytest.mark.slow
-def test_a_time_budget_plans_the_schedule_and_the_summary_records_precision(tmp_path: Path) -> None:
+def test_a_time_budget_plans_the_schedule_and_the_summary_records_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clock on which every epoch takes exactly 2 s, so that the plan does not depend on the load.
+    now = [0.0]
+    monkeypatch.setattr(RunControl, "clock", staticmethod(lambda: now[0]))
+    original = RunControl.on_epoch_end
+
+    def two_seconds_later(self: RunControl, epoch: int, logs: dict | None = None) -> None:
+        now[0] += 2.0
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(RunControl, "on_epoch_end", two_seconds_later)
     config = TrainConfig(
         arch="scratch",
         image_size=32,
@@ -114,6 +126,7 @@ def test_a_time_budget_plans_the_schedule_and_the_summary_records_precision(tmp_
     state = json.loads((tmp_path / "run" / "state.json").read_text())
     assert summary["precision"] == "bfloat16"
     assert 1 <= result.epochs_run == state["planned_epochs"] < 500  # stopped by the budget, on plan
+    assert result.epochs_run == 9  # 18 s of budget, 2 s an epoch
     assert state["seconds"] < 0.3 * 60 + 15
     assert state["history"][-1]["learning_rate"] < 0.05 * config.learning_rate  # the cosine reached its end
 
