@@ -103,6 +103,14 @@ class InvalidParametersError(RequestError):
     title = "Invalid request parameters"
 
 
+class OutOfDistributionError(RequestError):
+    """The input check finds the image unlike the training radiographs, and the server refuses those."""
+
+    status = 422
+    slug = "out-of-distribution"
+    title = "The image does not look like a frontal chest radiograph"
+
+
 class NotReadyError(RequestError):
     """The models are not loaded or warmed up yet."""
 

@@ -31,6 +31,7 @@ def _save(
     path: Path,
     *,
     with_maps: bool = False,
+    with_features: bool = False,
 ) -> None:
     outputs = [
         helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", None]),
@@ -40,6 +41,8 @@ def _save(
         outputs.append(
             helper.make_tensor_value_info("class_maps", TensorProto.FLOAT, ["batch", None, None, None])
         )
+    if with_features:
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 2]))
     graph = helper.make_graph(
         nodes,
         "tiny",
@@ -91,8 +94,12 @@ def intensity_model(
     channels: int = 1,
     layout: str = "NHWC",
     with_maps: bool = False,
+    with_features: bool = False,
 ) -> None:
-    """A model whose logits are `mean(image) / 255 * weights + bias`: the output depends on pixels."""
+    """A model whose logits are `mean(image) / 255 * weights + bias`: the output depends on pixels.
+
+    With `with_features`, a `features` output [mean / 255, mean of squares / 255²] per image.
+    """
     nodes = [
         helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=1),
         helper.make_node("Reshape", ["mean", "column_shape"], ["column"]),
@@ -125,7 +132,27 @@ def intensity_model(
                 "map_weights", TensorProto.FLOAT, [1, 1, 1, len(weights)], [float(w) for w in weights]
             ),
         ]
-    _save(nodes, initializers, _input_shape(height, width, channels, layout), path, with_maps=with_maps)
+    if with_features:
+        nodes += [
+            helper.make_node("Mul", ["image", "image"], ["squares"]),
+            helper.make_node("ReduceMean", ["squares"], ["mean_square"], axes=[1, 2, 3], keepdims=1),
+            helper.make_node("Reshape", ["mean_square", "column_shape"], ["square_column"]),
+            helper.make_node("Mul", ["column", "per_level"], ["first_feature"]),
+            helper.make_node("Mul", ["square_column", "per_square"], ["second_feature"]),
+            helper.make_node("Concat", ["first_feature", "second_feature"], ["features"], axis=1),
+        ]
+        initializers += [
+            helper.make_tensor("per_level", TensorProto.FLOAT, [], [1 / 255]),
+            helper.make_tensor("per_square", TensorProto.FLOAT, [], [1 / 255**2]),
+        ]
+    _save(
+        nodes,
+        initializers,
+        _input_shape(height, width, channels, layout),
+        path,
+        with_maps=with_maps,
+        with_features=with_features,
+    )
 
 
 def sha256(path: Path) -> str:
@@ -146,6 +173,7 @@ class ModelSpec:
     layout: str = "NHWC"
     temperature: float = 1.0
     with_maps: bool = False
+    with_features: bool = False
     version: str = "1.0.0-test"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -158,8 +186,14 @@ def write_models_dir(
     tau: float = 0.90,
     abstain_below: float = 0.5,
     classes: Sequence[str] = CLASSES,
+    input_check_threshold: float | None = None,
 ) -> Path:
-    """Write the ONNX files and a manifest.json with their sha256 into `folder`."""
+    """Write the ONNX files and a manifest.json with their sha256 into `folder`.
+
+    With `input_check_threshold`, also an input check over the models `with_features`: each
+    network's images are expected near mean level 0.5 and mean square 0.3 (a mid-grey image with
+    some contrast, like `gradient()`), one unit of distance per 0.1 off (see `input_check_for`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     for spec in specs:
@@ -170,7 +204,14 @@ def write_models_dir(
         else:
             assert spec.weights is not None
             assert spec.bias is not None
-            intensity_model(path, spec.weights, spec.bias, with_maps=spec.with_maps, **shape)  # type: ignore[arg-type]
+            intensity_model(
+                path,
+                spec.weights,
+                spec.bias,
+                with_maps=spec.with_maps,
+                with_features=spec.with_features,
+                **shape,  # type: ignore[arg-type]
+            )
         entries.append(
             {
                 "name": spec.name,
@@ -182,6 +223,7 @@ def write_models_dir(
                     "logits": "logits",
                     "probabilities": "probabilities",
                     **({"class_maps": "class_maps"} if spec.with_maps else {}),
+                    **({"features": "features"} if spec.with_features else {}),
                 },
                 **(
                     {"gradcam": {"layer": f"{spec.name}_features", "output": "class_maps"}}
@@ -198,11 +240,38 @@ def write_models_dir(
         "models": entries,
         "ensembles": {"confidence": {"order": list(order), "tau": tau}, "abstain_below": abstain_below},
     }
+    if input_check_threshold is not None:
+        manifest["input_check"] = input_check_for(
+            folder, [spec.name for spec in specs if spec.with_features], input_check_threshold
+        )
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
 
 
-def pixel_specs(*, with_maps: bool = False) -> list[ModelSpec]:
+def input_check_for(folder: Path, names: Sequence[str], threshold: float) -> dict[str, Any]:
+    """Write `input_check.npz` for the tiny `features` models and return its manifest entry.
+
+    Every class mean is (0.5, 0.3) and both features have variance 0.01, so the score of an
+    image is 100 · ((level - 0.5)² + (square - 0.3)²), the same for every network.
+    """
+    from service.inference.input_check import MahalanobisModel, save_statistics
+
+    statistics = {
+        name: {
+            "features": MahalanobisModel(
+                means=np.tile(np.asarray([[0.5, 0.3]], dtype=np.float32), (3, 1)),
+                components=np.eye(2, dtype=np.float32),
+                variances=np.full(2, 0.01, dtype=np.float32),
+            )
+        }
+        for name in names
+    }
+    path = folder / "input_check.npz"
+    save_statistics(path, statistics)
+    return {"method": "mahalanobis", "file": path.name, "sha256": sha256(path), "threshold": threshold}
+
+
+def pixel_specs(*, with_maps: bool = False, with_features: bool = False) -> list[ModelSpec]:
     """Three intensity models at three input sizes, whose answers depend on the pixels."""
     table = [
         ("scratch", [4.0, 0.0, -4.0], [-2.0, 0.0, 2.0], 64),
@@ -210,7 +279,15 @@ def pixel_specs(*, with_maps: bool = False) -> list[ModelSpec]:
         ("efficientnet_v2_b2", [1.0, -1.0, 2.0], [0.0, 0.5, -1.0], 40),
     ]
     return [
-        ModelSpec(name, weights=weights, bias=bias, height=side, width=side, with_maps=with_maps)
+        ModelSpec(
+            name,
+            weights=weights,
+            bias=bias,
+            height=side,
+            width=side,
+            with_maps=with_maps,
+            with_features=with_features,
+        )
         for name, weights, bias, side in table
     ]
 

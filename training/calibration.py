@@ -102,12 +102,15 @@ def choose_abstain_threshold(
     labels: np.ndarray,
     *,
     target_accuracy: float = 0.95,
-    max_abstain: float = 0.25,
+    max_abstain: float = 1.0,
+    count_disagreement: bool = True,
 ) -> tuple[float, float, float]:
-    """The lowest `abstain_below` whose accepted cases reach `target_accuracy` on validation.
+    """The lowest `abstain_below` whose answered cases reach `target_accuracy` on validation.
 
-    Uses the classic ensemble's confidence. If the target cannot be met while abstaining on at
-    most `max_abstain` of the cases, the threshold that abstains on exactly that share is used.
+    An answer is kept when the classic ensemble's confidence is at least the threshold and (with
+    `count_disagreement`, as the service does) the models' top labels agree. If the target cannot
+    be met while abstaining on at most `max_abstain` of the cases, the threshold that abstains on
+    as close to that share as possible is used.
 
     Returns:
         (threshold, coverage = share of cases kept, accuracy on the kept cases).
@@ -119,15 +122,23 @@ def choose_abstain_threshold(
     ]
     confidence = np.asarray([d.confidence for d in decisions])
     correct = np.asarray([d.label_index for d in decisions]) == labels
-    order = np.argsort(-confidence, kind="stable")
-    kept_correct = np.cumsum(correct[order])
-    kept = np.arange(1, count + 1)
-    accuracy = kept_correct / kept
-    min_kept = math.ceil((1 - max_abstain) * count)
-    # A threshold keeps every case at or above it, so cuts can only fall where confidence drops.
-    cuts = [k for k in range(1, count + 1) if k == count or confidence[order[k - 1]] > confidence[order[k]]]
-    eligible = [k for k in cuts if k >= min_kept and accuracy[k - 1] >= target_accuracy]
-    k = max(eligible) if eligible else min(k for k in cuts if k >= min_kept)
-    threshold = float(confidence[order[k - 1]]) if k < count else 0.0
-    kept_mask = confidence >= threshold
-    return threshold, float(kept_mask.mean()), float(correct[kept_mask].mean())
+    tops = np.stack([np.asarray(probs).argmax(axis=1) for probs in per_model.values()])
+    agree = np.all(tops == tops[0], axis=0) if count_disagreement else np.ones(count, dtype=bool)
+    # Candidate thresholds: 0 and every distinct confidence; a threshold keeps the cases at or above it.
+    candidates = np.concatenate([[0.0], np.unique(confidence)])
+    best: tuple[float, float, float] | None = None
+    fallback: tuple[float, float, float] | None = None
+    for threshold in candidates:
+        kept = (confidence >= threshold) & agree
+        coverage = float(kept.mean())
+        accuracy = float(correct[kept].mean()) if kept.any() else 1.0
+        if coverage < 1 - max_abstain - 1e-12:
+            break
+        fallback = (float(threshold), coverage, accuracy)
+        if accuracy >= target_accuracy:
+            best = fallback
+            break
+    chosen = (
+        best or fallback or (0.0, float(agree.mean()), float(correct[agree].mean()) if agree.any() else 1.0)
+    )
+    return chosen

@@ -57,6 +57,11 @@ def _configs(args: argparse.Namespace) -> list[TrainConfig]:
     ]
 
 
+def _non_chest_dicoms(args: argparse.Namespace) -> Path | None:
+    folder: Path = args.non_chest_dicoms or args.data.resolve().parent / "dicom"
+    return folder if folder.is_dir() else None
+
+
 def _split_config(args: argparse.Namespace) -> SplitConfig:
     return SplitConfig(val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.split_seed)
 
@@ -69,6 +74,7 @@ def _train(args: argparse.Namespace) -> int:
         choose_ensembles,
         evaluate_models,
         export_and_calibrate,
+        fit_input_check_step,
         in_fresh_process,
         prepare_split,
     )
@@ -90,6 +96,8 @@ def _train(args: argparse.Namespace) -> int:
             in_fresh_process(
                 export_and_calibrate, run_dir, args.models_dir, split, cache, version=args.version
             )
+    if not args.no_export:
+        fit_input_check_step(args.models_dir, split, cache, dicom_dir=_non_chest_dicoms(args))
     if not args.no_export and not args.no_evaluate:
         choose_ensembles(args.models_dir, split.val)
         evaluate_models(
@@ -101,16 +109,25 @@ def _train(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     _require_training_stack()
-    from training.workflow import export_and_calibrate, prepare_split
+    from training.workflow import export_and_calibrate, fit_input_check_step, prepare_split
 
     split = prepare_split(args.data, args.runs, _split_config(args))
+    cache = args.cache or args.runs / "cache"
     export_and_calibrate(
-        args.run,
-        args.models_dir,
-        split,
-        args.cache or args.runs / "cache",
-        version=args.version,
-        quantize=args.quantize,
+        args.run, args.models_dir, split, cache, version=args.version, quantize=args.quantize
+    )
+    # A new graph invalidates the check's statistics for the whole folder: refit them all.
+    fit_input_check_step(args.models_dir, split, cache, dicom_dir=_non_chest_dicoms(args))
+    return 0
+
+
+def _input_check(args: argparse.Namespace) -> int:
+    _require_training_stack()
+    from training.workflow import fit_input_check_step, prepare_split
+
+    split = prepare_split(args.data, args.runs, _split_config(args))
+    fit_input_check_step(
+        args.models_dir, split, args.cache or args.runs / "cache", dicom_dir=_non_chest_dicoms(args)
     )
     return 0
 
@@ -157,6 +174,12 @@ def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--val-fraction", type=float, default=0.15)
     sub.add_argument("--test-fraction", type=float, default=0.15)
     sub.add_argument("--split-seed", type=int, default=42)
+    sub.add_argument(
+        "--non-chest-dicoms",
+        type=Path,
+        help="a folder of DICOM radiographs; those not of the chest test the input check "
+        "(default: the `dicom` folder beside DATA, when there is one)",
+    )
 
 
 def register(commands: Any) -> None:
@@ -217,3 +240,10 @@ def register(commands: Any) -> None:
         help="also evaluate this (older) bundle on the same images, for the card",
     )
     evaluate.set_defaults(handler=_evaluate)
+
+    check = commands.add_parser(
+        "fit-input-check",
+        help="fit the input check of a models folder (adds each graph's features output)",
+    )
+    _common(check)
+    check.set_defaults(handler=_input_check)

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 ENSEMBLES = ("classic", "confidence")
 POOLED = "pooled"
+#: Keys of a report scope that are not predictors.
+NOT_PREDICTORS = ("confidence_decided_by", "input_check")
 
 
 @dataclass
@@ -35,6 +37,13 @@ class Predictions:
     probabilities: dict[str, np.ndarray]
     uncertain: dict[str, np.ndarray] = field(default_factory=dict)
     decided_by: list[str] = field(default_factory=list)
+    out_of_distribution: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __post_init__(self) -> None:
+        if not len(self.out_of_distribution):  # not given: nothing was flagged
+            self.out_of_distribution = np.zeros(len(self.labels), dtype=bool)
+        if len(self.out_of_distribution) != len(self.labels):
+            raise ValueError("out_of_distribution needs one flag per record")
 
     def subset(self, mask: np.ndarray) -> Predictions:
         """The predictions of the records where `mask` is true."""
@@ -44,6 +53,7 @@ class Predictions:
             probabilities={name: probs[mask] for name, probs in self.probabilities.items()},
             uncertain={name: flags[mask] for name, flags in self.uncertain.items()},
             decided_by=[d for d, keep in zip(self.decided_by, mask, strict=True) if keep],
+            out_of_distribution=self.out_of_distribution[mask],
         )
 
 
@@ -53,6 +63,7 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
     probabilities: dict[str, list[np.ndarray]] = {name: [] for name in (*predictor.models, *ENSEMBLES)}
     uncertain: dict[str, list[bool]] = {name: [] for name in ENSEMBLES}
     decided_by: list[str] = []
+    flagged: list[bool] = []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         images = [decode_image(record.path.read_bytes()) for record in batch]
@@ -62,6 +73,7 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
             for name in ENSEMBLES:
                 uncertain[name].append(prediction.ensembles[name].uncertain)
             decided_by.append(prediction.ensembles["confidence"].decided_by or "classic")
+            flagged.append(not prediction.input_check.in_distribution)
         if (start // batch_size) % 20 == 0:
             logger.info("evaluated %d/%d images", min(start + batch_size, len(records)), len(records))
     return Predictions(
@@ -70,6 +82,7 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
         probabilities={name: np.stack(rows) for name, rows in probabilities.items()},
         uncertain={name: np.asarray(flags) for name, flags in uncertain.items()},
         decided_by=decided_by,
+        out_of_distribution=np.asarray(flagged, dtype=bool),
     )
 
 
@@ -105,6 +118,12 @@ def score(predictions: Predictions, classes: Sequence[str]) -> dict[str, Any]:
             entry[name] = metrics
         decided = {name: part.decided_by.count(name) for name in sorted(set(part.decided_by))}
         entry["confidence_decided_by"] = decided
+        entry["input_check"] = {
+            "images": len(part.labels),
+            "flagged_out_of_distribution": float(part.out_of_distribution.mean())
+            if len(part.labels)
+            else 0.0,
+        }
         result[scope] = entry
     return result
 
@@ -223,7 +242,7 @@ def _markdown(
             "|---|---|---|---|---|---|---|" + "---|" * len(classes),
         ]
         for name, metrics in entry.items():
-            if name == "confidence_decided_by":
+            if name in NOT_PREDICTORS:
                 continue
             f1s = " | ".join(_fmt(metrics["per_class"][c]["f1"]) for c in classes)
             scores = " | ".join(
@@ -242,7 +261,9 @@ def _markdown(
                 _fmt(a[key]) for key in ("accuracy_all", "accuracy_kept", "accuracy_abstained")
             )
             lines.append(f"| {name} | {a['abstain_rate']:.1%} | {accuracies} |")
+        flagged = entry["input_check"]["flagged_out_of_distribution"]
         lines += ["", f"Cascade decided by: {entry['confidence_decided_by']}", ""]
+        lines += [f"Flagged out of distribution by the input check: {flagged:.1%}", ""]
         lines += [f"![{plot}]({plot})" for plot in plots if plot.endswith(f"-{scope}.png")]
         lines.append("")
     return "\n".join(lines)

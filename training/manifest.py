@@ -44,6 +44,8 @@ def upsert_model(models_dir: Path, entry: dict[str, Any]) -> Manifest:
     models.append(entry)
     order_index = {name: i for i, name in enumerate(("scratch", "inception_resnet_v2", "efficientnet_v2_b2"))}
     document["models"] = sorted(models, key=lambda m: order_index.get(m["name"], len(order_index)))
+    # The input check's statistics describe the previous graphs: refit them (`fit_input_check_step`).
+    document.pop("input_check", None)
     names = [model["name"] for model in document["models"]]
     ensembles = document.get("ensembles")
     if not ensembles or any(name not in names for name in ensembles["confidence"]["order"]):

@@ -42,7 +42,9 @@ on its own population, and replaces these files; the service reads everything it
 Input: one frontal (PA/AP) chest radiograph, as PNG, JPEG or single-frame grayscale DICOM. Output:
 the probability of **normal**, **pneumonia** and **tuberculosis** per model and for two ensembles.
 Not intended for lateral views, children (see the confound below), other findings, or images that
-are not chest radiographs: the models have no "other" class and will still answer.
+are not chest radiographs: the models have no "other" class and will still answer. The input check
+(below) flags most such images as out of distribution, but not all of them: it is a safety net, not
+a gate to rely on.
 """
 
 DATA = """\
@@ -294,11 +296,95 @@ def _ensembles_section(manifest: Manifest) -> list[str]:
         f"- `confidence`: a cascade over {', '.join(f'`{n}`' for n in spec.confidence.order)}: each",
         f"  model in turn answers when its top probability is at least tau = {spec.confidence.tau};",
         "  otherwise the classic mean answers.",
-        f"- `uncertain` is set when the answering ensemble's top probability is below {spec.abstain_below}.",
+        "- `uncertain` is set, with its reasons in `uncertain_reasons`, when the ensemble's top probability",
+        f"  is below {spec.abstain_below} (`low_confidence`), when the three models' top labels differ",
+        "  (`models_disagree`), or when the input check finds the image unlike the training radiographs",
+        "  (`out_of_distribution`).",
         "",
         f"Chosen on the {selection.get('data', 'validation split')}: {selection.get('cascade', '')};",
         f"abstention: {selection.get('abstain', '')}.",
+        *(
+            [
+                f"On validation that leaves {selection['abstain_val_coverage']:.1%} of the images answered",
+                f"without doubt, {selection['abstain_val_accuracy_kept']:.1%} of them correctly; the test",
+                "split's figures are in the tables of the metrics section.",
+            ]
+            if "abstain_val_coverage" in selection
+            else []
+        ),
         "",
+    ]
+
+
+def _detection(row: dict[str, Any]) -> str:
+    return f"{row['detected']:.0%} (AUROC {row['auroc_vs_validation']:.3f})"
+
+
+def _input_check_section(manifest: Manifest) -> list[str]:
+    """What the input check is, how it was chosen, what it detects, and its false alarms."""
+    spec = manifest.input_check
+    if spec is None:
+        return [
+            "## Input check",
+            "",
+            "These models were exported without an input check: every image is answered as if it were",
+            "a frontal chest radiograph (`input_check.method` is `none`).",
+            "",
+        ]
+    selection, metrics = spec.selection, spec.metrics
+    compared = selection.get("compared_on_non_chest_images", {})
+    methods = list(compared)
+    kinds = list(compared.get(spec.method, {}))
+    rows = [
+        [
+            kind,
+            compared[spec.method][kind]["count"],
+            *[_detection(compared[method][kind]) for method in methods],
+        ]
+        for kind in kinds
+    ]
+    test = metrics.get("test", {})
+    alarms = [
+        [scope, values["images"], f"{values['flagged_out_of_distribution']:.1%}"]
+        for scope, values in test.items()
+    ]
+    seconds = metrics.get("seconds_per_image")
+    return [
+        "## Input check",
+        "",
+        "Every answer says whether the image looks like the frontal chest radiographs these models were",
+        "trained on (`input_check`). The check reads two views of each network from the same forward pass:",
+        "the pooled features and the layout of the Grad-CAM class maps. For each it computes the Mahalanobis",
+        "distance to the nearest class mean under the training split's shared covariance (Lee et al. 2018),",
+        f"exact in the {selection.get('components', '?')} leading principal components and with one pooled",
+        "variance for the rest; each distance becomes a robust z-score against the validation split, and the",
+        f"score is their mean. The threshold, {spec.threshold:.3f}, is {selection.get('threshold_rule', '')}",
+        f"({metrics.get('validation_pass_rate', 0):.1%} of them pass). An image above it is answered with",
+        "both ensembles `uncertain` (reason `out_of_distribution`), or refused with a 422 where",
+        "`XRAY_REJECT_OUT_OF_DISTRIBUTION=true`.",
+        "",
+        "Compared with the energy score of the logits (Liu et al. 2020, fitted and thresholded the same way)",
+        "on images that are not frontal chest radiographs: share detected at each score's own threshold, and",
+        "AUROC against the validation radiographs. `other_anatomy` is the shared data's hip radiograph (one",
+        "image in three encodings); the other kinds are made here (`training/non_chest.py`). The pooled",
+        "features alone missed the hip; the class-map layout, which a hip does not share with a chest, is",
+        "what catches it. These kinds were also in view when the views were chosen, so the rates are an",
+        "optimistic estimate for unseen kinds of image.",
+        "",
+        *_table(["kind", "images", *[f"`{method}`" for method in methods]], rows),
+        "",
+        "False alarms: chest radiographs of the test split flagged out of distribution, per source.",
+        "",
+        *(_table(["scope", "images", "flagged"], alarms) if alarms else ["(not evaluated yet)", ""]),
+        "",
+        *(
+            [
+                f"The score costs {seconds * 1000:.2f} ms per image where it was fitted (NumPy, one thread).",
+                "",
+            ]
+            if seconds
+            else []
+        ),
     ]
 
 
@@ -486,6 +572,7 @@ def write_model_card(models_dir: Path, report_dir: Path) -> Path:
         *_metrics_section(manifest),
         *_comparison_section(report_dir),
         *_ensembles_section(manifest),
+        *_input_check_section(manifest),
         *_calibration_section(manifest),
         *_quantization_section(manifest),
         LIMITATIONS,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,9 +20,13 @@ from sklearn.metrics import f1_score
 
 from service.core.config import Settings
 from service.core.logging import configure_logging
+from service.errors import RequestError
 from service.inference.ensemble import calibrated_softmax
+from service.inference.input_check import FEATURES_OUTPUT, INPUT_CHECK_FILE, InputCheck, save_statistics
 from service.inference.manifest import file_sha256
-from service.inference.predictor import load_predictor
+from service.inference.predictor import Predictor, load_predictor
+from service.inference.preprocessing import ImageFormat, decode_image, resize_gray
+from training import input_check, non_chest
 from training.cache import load_images
 from training.calibration import (
     choose_abstain_threshold,
@@ -33,7 +38,7 @@ from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, split_by_group
 from training.evaluate import ENSEMBLES, POOLED, predict_records, write_report
 from training.export import export_run, load_run_config, onnx_logits
-from training.manifest import set_ensembles, update_model_fields, upsert_model
+from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
 from training.metrics import expected_calibration_error
 from training.quantize import quantize_int8
 
@@ -226,8 +231,10 @@ def choose_ensembles(
             "data": f"validation split ({len(labels)} images)",
             "cascade": "order (2 of the models) and tau from a grid, maximising validation macro-F1",
             "cascade_val_macro_f1": cascade_f1,
-            "abstain": f"lowest threshold whose kept cases reach {target_accuracy:.0%} accuracy with at "
-            "most 25% abstained, on the classic ensemble's confidence",
+            "abstain": f"lowest threshold on the classic ensemble's confidence at which the answers not "
+            f"flagged uncertain (confidence at or above it, the models' top labels agreeing) reach "
+            f"{target_accuracy:.0%} accuracy; the coverage is what that goal costs",
+            "abstain_goal_accuracy": target_accuracy,
             "abstain_val_coverage": coverage,
             "abstain_val_accuracy_kept": kept_accuracy,
         },
@@ -331,6 +338,12 @@ def evaluate_models(
             }
         }
         set_ensembles(models_dir, document_ensembles)
+        if predictor.manifest.input_check is not None:
+            document = read_document(models_dir)
+            document["input_check"]["metrics"][split_name] = {
+                scope: report[scope]["input_check"] for scope in scopes
+            }
+            write_document(models_dir, document)
     if runs_dir is not None:
         comparison = compare_quantized(models_dir, runs_dir, records, cache_dir or runs_dir / "cache")
         (out_dir / "quantization.json").write_text(json.dumps(comparison, indent=1))
@@ -346,3 +359,161 @@ def evaluate_models(
         {name: round(pooled[name]["macro_f1"], 4) for name in (*predictor.models, *ENSEMBLES)},
     )
     return report
+
+
+def _views_and_logits(
+    predictor: Predictor, images_at: Callable[[int], np.ndarray]
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """Every network's input-check views (pooled features, class maps) and logits, in batches.
+
+    Args:
+        predictor: The served models.
+        images_at: The images at a given input size, (n, size, size) uint8.
+    """
+    views: dict[str, dict[str, np.ndarray]] = {}
+    logits: dict[str, np.ndarray] = {}
+    for name, model in predictor.models.items():
+        images = images_at(model.entry.input.height)
+        runs = [
+            model.run_outputs(model.from_gray(images[start : start + 32]), with_maps=True, with_features=True)
+            for start in range(0, len(images), 32)
+        ]
+        views[name] = {
+            "features": np.concatenate([run.features for run in runs if run.features is not None]),
+            "class_maps": np.concatenate([run.maps for run in runs if run.maps is not None]),
+        }
+        logits[name] = np.concatenate([run.logits for run in runs])
+    return views, logits
+
+
+def non_chest_images(
+    dicom_dir: Path | None, chests: list[np.ndarray], *, count: int = 20
+) -> dict[str, list[np.ndarray]]:
+    """Non-chest images of each kind: the synthetic kinds, and the real ones in `dicom_dir`.
+
+    Every DICOM in `dicom_dir` whose Body Part Examined is not CHEST counts as `other_anatomy`
+    (the shared data's hip radiographs); files that do not decode are skipped.
+    """
+    from service.inference.dicom import read_dataset
+
+    images = {
+        kind: non_chest.make(kind, count, chests, seed=index) for index, kind in enumerate(non_chest.KINDS)
+    }
+    others = []
+    for path in sorted(dicom_dir.glob("*.dcm")) if dicom_dir is not None and dicom_dir.is_dir() else []:
+        data = path.read_bytes()
+        try:
+            if str(read_dataset(data).get("BodyPartExamined", "")).upper() == "CHEST":
+                continue
+            others.append(decode_image(data, declared=ImageFormat.DICOM).pixels)
+        except RequestError:
+            continue
+    if others:
+        images["other_anatomy"] = others
+    return images
+
+
+def _seconds_per_image(
+    check: InputCheck, views: dict[str, dict[str, np.ndarray]], repeats: int = 200
+) -> float:
+    """Median wall time of the check's score for one image (what it adds to a request)."""
+    one = {
+        network: {view: values[:1] for view, values in by_view.items()} for network, by_view in views.items()
+    }
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        check.scores(one)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def fit_input_check_step(
+    models_dir: Path,
+    split: Split,
+    cache_dir: Path,
+    *,
+    dicom_dir: Path | None = None,
+    pass_rate: float = input_check.DEFAULT_PASS_RATE,
+) -> dict[str, Any]:
+    """Give every model its `features` output, fit the input check, and record it in the manifest.
+
+    Statistics come from the training split; robust scales and the threshold (`pass_rate` of
+    validation passes) from the validation split. The check is compared with the energy score on
+    non-chest images (the synthetic kinds, and `dicom_dir`'s non-chest radiographs): AUROC against
+    the validation radiographs, and the share detected at each score's own threshold.
+
+    Returns:
+        The manifest's `input_check` entry.
+    """
+    document = read_document(models_dir)
+    for entry in document["models"]:
+        path = models_dir / entry["file"]
+        if input_check.expose_features(path):
+            logger.info("%s: added the pooled features output", entry["name"])
+        entry["sha256"] = file_sha256(path)
+        entry["outputs"]["features"] = FEATURES_OUTPUT
+    document.pop("input_check", None)  # statistics of the previous graphs no longer apply
+    write_document(models_dir, document)
+
+    predictor = load_predictor(Settings(models_dir=models_dir))
+    labels = labels_of(split.train)
+    train_views, _ = _views_and_logits(
+        predictor, lambda size: np.asarray(load_images(split.train, size, cache_dir))
+    )
+    val_views, val_logits = _views_and_logits(
+        predictor, lambda size: np.asarray(load_images(split.val, size, cache_dir))
+    )
+    check = input_check.fit_input_check(train_views, labels, val_views, pass_rate=pass_rate)
+    val_scores = {
+        "mahalanobis": check.scores(val_views),
+        "energy": input_check.energy_scores(val_logits, val_logits),
+    }
+    thresholds = {
+        "mahalanobis": check.threshold,
+        "energy": float(np.quantile(val_scores["energy"], pass_rate, method="higher")),
+    }
+    val_chests = load_images(split.val, 512, cache_dir)
+    kinds = non_chest_images(dicom_dir, [np.asarray(val_chests[i]) for i in range(0, len(val_chests), 37)])
+    compared: dict[str, dict[str, dict[str, float]]] = {method: {} for method in thresholds}
+    for kind, images in kinds.items():
+        views, logits = _views_and_logits(
+            predictor,
+            lambda size, images=images: np.stack([resize_gray(image, size, size) for image in images]),
+        )
+        scores = {"mahalanobis": check.scores(views), "energy": input_check.energy_scores(logits, val_logits)}
+        for method, threshold in thresholds.items():
+            compared[method][kind] = {
+                "count": len(images),
+                "auroc_vs_validation": round(input_check.roc_auc(val_scores[method], scores[method]), 4),
+                "detected": round(float(np.mean(scores[method] > threshold)), 4),
+            }
+    detection = {
+        method: float(np.mean([row["detected"] for row in rows.values()]))
+        for method, rows in compared.items()
+    }
+    logger.info("input check: mean share detected per kind of non-chest image %s", detection)
+    statistics = models_dir / INPUT_CHECK_FILE
+    save_statistics(statistics, check.models)
+    document = read_document(models_dir)
+    document["input_check"] = {
+        "method": check.method,
+        "file": statistics.name,
+        "sha256": file_sha256(statistics),
+        "threshold": round(check.threshold, 6),
+        "selection": {
+            "data": f"statistics: training split ({len(labels)} images); robust scales and threshold: "
+            f"validation split ({len(val_scores['mahalanobis'])} images)",
+            "views": "per network: pooled features and the class-map layout",
+            "components": input_check.DEFAULT_COMPONENTS,
+            "threshold_rule": f"the {pass_rate:.0%} quantile of the validation images' scores",
+            "compared_on_non_chest_images": compared,
+            "mean_share_detected": detection,
+        },
+        "metrics": {
+            "validation_pass_rate": float(np.mean(val_scores["mahalanobis"] <= check.threshold)),
+            "seconds_per_image": _seconds_per_image(check, val_views),
+        },
+    }
+    write_document(models_dir, document)
+    return dict(document["input_check"])

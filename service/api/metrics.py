@@ -60,8 +60,21 @@ class Metrics:
         )
         self.uncertain = Counter(
             "xray_uncertain",
-            "Ensemble decisions marked uncertain (below abstain_below).",
+            "Ensemble decisions marked uncertain (each counted once, whatever its reasons).",
             ["ensemble"],
+            registry=r,
+        )
+        self.uncertain_reasons = Counter(
+            "xray_uncertain_reasons",
+            "Reasons of the uncertain ensemble decisions (low_confidence, out_of_distribution, "
+            "models_disagree); a decision with two reasons counts under each.",
+            ["ensemble", "reason"],
+            registry=r,
+        )
+        self.out_of_distribution = Counter(
+            "xray_out_of_distribution",
+            "Images the input check found unlike the chest radiographs the models were trained on "
+            "(counted whether they were answered or refused).",
             registry=r,
         )
         self.model_info = Gauge(
@@ -106,6 +119,10 @@ class Metrics:
             for name, decision in prediction.ensembles.items():
                 if decision.uncertain:
                     self.uncertain.labels(ensemble=name).inc()
+                for reason in decision.uncertain_reasons:
+                    self.uncertain_reasons.labels(ensemble=name, reason=reason).inc()
+            if not prediction.input_check.in_distribution:
+                self.out_of_distribution.inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

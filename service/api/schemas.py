@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from service.inference.ensemble import Decision
+from service.inference.input_check import CheckResult
 from service.inference.predictor import Explanation, Prediction, Predictor
 
 
@@ -22,6 +24,13 @@ class EnsembleResult(ModelResult):
     """An ensemble's answer."""
 
     uncertain: bool
+    uncertain_reasons: list[Literal["low_confidence", "out_of_distribution", "models_disagree"]] = Field(
+        default_factory=list,
+        description="Why the answer is uncertain (empty when it is not): `low_confidence`, the top "
+        "probability is below `abstain_below`; `out_of_distribution`, the input check finds the image "
+        "unlike the chest radiographs the models learnt from; `models_disagree`, the networks' top "
+        "labels differ.",
+    )
 
 
 class CascadeResult(EnsembleResult):
@@ -35,6 +44,23 @@ class Ensembles(BaseModel):
 
     classic: EnsembleResult
     confidence: CascadeResult
+
+
+class InputCheckResult(BaseModel):
+    """Whether the image looks like the frontal chest radiographs the models were trained on."""
+
+    in_distribution: bool
+    score: float = Field(description="The check's score; above `threshold` is out of distribution.")
+    threshold: float
+    method: str = Field(description="`mahalanobis`, or `none` for models exported without a check.")
+
+    @classmethod
+    def from_check(cls, check: CheckResult) -> InputCheckResult:
+        """The check's answer, with an infinite threshold (method `none`) reported as 0."""
+        threshold = check.threshold if math.isfinite(check.threshold) else 0.0
+        return cls(
+            in_distribution=check.in_distribution, score=check.score, threshold=threshold, method=check.method
+        )
 
 
 class DicomIdentifiers(BaseModel):
@@ -53,6 +79,7 @@ class PredictResponse(BaseModel):
     models: dict[str, ModelResult]
     ensembles: Ensembles
     model_versions: dict[str, str]
+    input_check: InputCheckResult
     dicom: DicomIdentifiers | None = Field(default=None, description="Present for DICOM input only.")
 
     @classmethod
@@ -69,6 +96,9 @@ class PredictResponse(BaseModel):
                 "confidence": decision.confidence,
             }
 
+        def doubts(decision: Decision) -> dict[str, Any]:
+            return {"uncertain": decision.uncertain, "uncertain_reasons": list(decision.uncertain_reasons)}
+
         classic = prediction.ensembles["classic"]
         cascade = prediction.ensembles["confidence"]
         dicom = prediction.dicom
@@ -77,12 +107,13 @@ class PredictResponse(BaseModel):
             classes=classes,
             models={name: ModelResult(**fields(decision)) for name, decision in prediction.models.items()},
             ensembles=Ensembles(
-                classic=EnsembleResult(**fields(classic), uncertain=classic.uncertain),
+                classic=EnsembleResult(**fields(classic), **doubts(classic)),
                 confidence=CascadeResult(
-                    **fields(cascade), uncertain=cascade.uncertain, decided_by=cascade.decided_by or "classic"
+                    **fields(cascade), **doubts(cascade), decided_by=cascade.decided_by or "classic"
                 ),
             ),
             model_versions=dict(prediction.model_versions),
+            input_check=InputCheckResult.from_check(prediction.input_check),
             dicom=None
             if dicom is None
             else DicomIdentifiers(
@@ -233,12 +264,20 @@ class EnsembleInfo(BaseModel):
     abstain_below: float
 
 
+class InputCheckInfo(BaseModel):
+    """The input check's settings (`none`: the models were exported without one)."""
+
+    method: str
+    threshold: float | None = None
+
+
 class ModelsResponse(BaseModel):
     """The body of `GET /models`."""
 
     classes: list[str]
     models: list[ModelInfo]
     ensembles: EnsembleInfo
+    input_check: InputCheckInfo
 
     @classmethod
     def from_predictor(cls, predictor: Predictor) -> ModelsResponse:
@@ -272,6 +311,9 @@ class ModelsResponse(BaseModel):
                 ),
                 abstain_below=manifest.ensembles.abstain_below,
             ),
+            input_check=InputCheckInfo(method=predictor.input_check.method)
+            if manifest.input_check is None
+            else InputCheckInfo(method=manifest.input_check.method, threshold=manifest.input_check.threshold),
         )
 
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from service.api.metrics import Metrics
 from service.core.config import Settings
-from service.errors import InferenceFailedError, RequestError
+from service.errors import InferenceFailedError, OutOfDistributionError, RequestError
 from service.inference.batcher import MicroBatcher
 from service.inference.gradcam import base64_text, encode_png, overlay_rgb, render_all_base64
 from service.inference.predictor import (
@@ -133,12 +133,29 @@ class ServiceState:
             RequestError: A bad upload (4xx), a full queue (503), or a runtime failure (503).
         """
         if self.batcher is None:
-            return await self._on_pool(data, declared, lambda image: self.predict_batch([image])[0])
-        # One slot for the whole request: decoded on the pool, then in the next batch of the models.
-        async with self.scheduler.admitted():
-            image = await self.scheduler.execute(self._decode_job(data, declared))
-            with _runtime_failures("this batch"):
-                return await self.batcher.submit(image)
+            prediction = await self._on_pool(data, declared, lambda image: self.predict_batch([image])[0])
+        else:
+            # One slot for the whole request: decoded on the pool, then in the next batch of the models.
+            async with self.scheduler.admitted():
+                image = await self.scheduler.execute(self._decode_job(data, declared))
+                with _runtime_failures("this batch"):
+                    prediction = await self.batcher.submit(image)
+        self.refuse_out_of_distribution(prediction)
+        return prediction
+
+    def refuse_out_of_distribution(self, prediction: Prediction) -> None:
+        """With `reject_out_of_distribution`, refuse an image the input check flags.
+
+        Raises:
+            OutOfDistributionError: The image is out of distribution and the server refuses those.
+        """
+        check = prediction.input_check
+        if self.settings.reject_out_of_distribution and not check.in_distribution:
+            raise OutOfDistributionError(
+                f"the input check ({check.method}) scores this image {check.score:.1f}, above its "
+                f"threshold {check.threshold:.1f}: it does not look like the frontal chest radiographs "
+                "the models were trained on, and this server refuses such images"
+            )
 
     def predict_batch(self, images: list[DecodedImage]) -> list[Prediction]:
         """One forward pass of every model over `images` (blocking), recorded in the metrics."""
@@ -171,6 +188,7 @@ class ServiceState:
             )
             explained = time.perf_counter()
             self.metrics.observe_batch([result.prediction])
+            self.refuse_out_of_distribution(result.prediction)
             pngs = render_all_base64(
                 image.pixels, result.all_maps, threads=self.render_threads, overlays=overlays
             )
@@ -195,9 +213,11 @@ class ServiceState:
             if not (overlay and models):
                 predictions = self.predictor.predict([image])
                 self.metrics.observe_batch(predictions)
+                self.refuse_out_of_distribution(predictions[0])
                 return predictions[0], None
             result = self.predictor.explain(image, method="gradcam", target="predicted", models=models)
             self.metrics.observe_batch([result.prediction])
+            self.refuse_out_of_distribution(result.prediction)
             return result.prediction, overlay_rgb(image.pixels, result.ensemble)
 
         return await self._on_pool(data, ImageFormat.DICOM, run)

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         "one (measured: the same throughput under load as waiting 2 ms, and 2 ms less latency idle).",
     )
 
+    # The input check.
+    reject_out_of_distribution: bool = Field(
+        default=False,
+        description="Refuse an image the input check finds unlike the training radiographs with a 422 "
+        "problem (`out-of-distribution`) instead of answering it marked uncertain.",
+    )
+
     # Explanations.
     shap_max_evals: int = Field(
         default=1000, ge=10, description="Most SHAP model evaluations per model a request may ask for."

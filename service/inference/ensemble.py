@@ -4,14 +4,16 @@
 * `confidence`: a cascade; the models in `order` are asked in turn and the first whose top
   probability is >= `tau` decides alone; if none does, `classic` decides.
 
-Both are `uncertain` when their top probability is below `abstain_below`. All arithmetic is in
-float64 so that the ensembles are exact functions of the models' outputs.
+Both are `uncertain` when they have a reason to be (`uncertain_reasons`, see `REASONS`): their top
+probability is below `abstain_below`, the input check finds the image unlike the training images,
+or the models' top labels differ. All arithmetic is in float64 so that the ensembles are exact
+functions of the models' outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,18 @@ Probabilities = npt.NDArray[np.float64]
 
 CLASSIC = "classic"
 CONFIDENCE = "confidence"
+
+LOW_CONFIDENCE = "low_confidence"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+MODELS_DISAGREE = "models_disagree"
+#: Why an ensemble's answer is uncertain; each reason is defined here, once.
+REASONS: dict[str, str] = {
+    LOW_CONFIDENCE: "the ensemble's top probability is below the manifest's `abstain_below`, "
+    "chosen on validation for the accuracy of the answers it keeps",
+    OUT_OF_DISTRIBUTION: "the input check finds the image unlike the frontal chest radiographs the "
+    "models were trained on; the labels are not meaningful for it",
+    MODELS_DISAGREE: "the networks' top labels are not all the same",
+}
 
 
 def calibrated_softmax(logits: npt.NDArray[np.floating], temperature: float) -> Probabilities:
@@ -43,8 +57,9 @@ class Decision:
         probabilities: Shape [classes].
         label_index: Index of the top class (the first one on a tie).
         confidence: The top probability.
-        uncertain: True when `confidence` is below the abstention threshold (ensembles only).
+        uncertain: True when the answer has a reason to be doubted (ensembles only).
         decided_by: For the cascade, the model that decided, or "classic".
+        uncertain_reasons: Why it is uncertain, names from `REASONS` (empty when certain).
     """
 
     probabilities: Probabilities
@@ -52,6 +67,15 @@ class Decision:
     confidence: float
     uncertain: bool = False
     decided_by: str | None = None
+    uncertain_reasons: tuple[str, ...] = ()
+
+    def with_reasons(self, *reasons: str) -> Decision:
+        """This decision, made uncertain for `reasons` as well (unknown names are refused)."""
+        unknown = [reason for reason in reasons if reason not in REASONS]
+        if unknown:
+            raise ValueError(f"unknown uncertainty reason(s) {unknown}")
+        merged = tuple(dict.fromkeys((*self.uncertain_reasons, *reasons)))
+        return replace(self, uncertain=bool(merged), uncertain_reasons=merged)
 
 
 def decide(
@@ -60,12 +84,14 @@ def decide(
     """Turn a probability vector into a `Decision`."""
     index = int(np.argmax(probabilities))
     top = float(probabilities[index])
+    reasons = (LOW_CONFIDENCE,) if top < abstain_below else ()
     return Decision(
         probabilities=probabilities,
         label_index=index,
         confidence=top,
-        uncertain=top < abstain_below,
+        uncertain=bool(reasons),
         decided_by=decided_by,
+        uncertain_reasons=reasons,
     )
 
 

@@ -21,6 +21,13 @@ MANIFEST_NAME = "manifest.json"
 _HASH_CHUNK = 1 << 20
 
 
+def _relative_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise ValueError(f"file must be a relative path inside the models folder, got {value!r}")
+    return value
+
+
 class _Strict(BaseModel):
     # Unknown keys are refused: a typo in a threshold's name must not silently fall back to a
     # default on a medical triage service.
@@ -66,6 +73,11 @@ class OutputSpec(_Strict):
         description="Per-class Grad-CAM maps before ReLU, shape [batch, h, w, classes]: the last "
         "feature maps times the linear head's kernel, exact Grad-CAM for a GAP → Dense head.",
     )
+    features: str | None = Field(
+        default=None,
+        description="The pooled features, shape [batch, k]: the input of the linear head, read by "
+        "the input check from the same forward pass.",
+    )
 
 
 class GradCamSpec(_Strict):
@@ -107,10 +119,7 @@ class ModelEntry(_Strict):
     @field_validator("file")
     @classmethod
     def _relative_inside(cls, value: str) -> str:
-        path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts or not path.parts:
-            raise ValueError(f"file must be a relative path inside the models folder, got {value!r}")
-        return value
+        return _relative_path(value)
 
 
 class ConfidenceEnsembleSpec(_Strict):
@@ -133,6 +142,24 @@ class EnsembleSpec(_Strict):
     metrics: dict[str, Any] = Field(default_factory=dict, description="The ensembles' evaluation metrics.")
 
 
+class InputCheckSpec(_Strict):
+    """The input check: whether an image looks like the chest radiographs the models learnt from."""
+
+    method: Literal["mahalanobis"]
+    file: str = Field(description="The statistics file (npz) beside the models.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    threshold: float = Field(description="A score above this is out of distribution.")
+    selection: dict[str, Any] = Field(
+        default_factory=dict, description="How the method and threshold were chosen (data, scores)."
+    )
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Detection and false-alarm rates.")
+
+    @field_validator("file")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        return _relative_path(value)
+
+
 class Manifest(_Strict):
     """The whole `manifest.json`."""
 
@@ -140,6 +167,7 @@ class Manifest(_Strict):
     classes: list[str] = Field(min_length=2)
     models: list[ModelEntry] = Field(min_length=1)
     ensembles: EnsembleSpec
+    input_check: InputCheckSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -153,6 +181,8 @@ class Manifest(_Strict):
             raise ValueError(f"ensembles.confidence.order names unknown model(s) {unknown}")
         if len(set(self.ensembles.confidence.order)) != len(self.ensembles.confidence.order):
             raise ValueError("ensembles.confidence.order names a model twice")
+        if self.input_check is not None and not any(model.outputs.features for model in self.models):
+            raise ValueError("input_check needs at least one model with an outputs.features graph output")
         return self
 
     def model(self, name: str) -> ModelEntry:

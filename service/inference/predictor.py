@@ -23,6 +23,8 @@ from service.errors import InvalidParametersError, ModelLoadError, ProviderUnava
 from service.inference.ensemble import (
     CLASSIC,
     CONFIDENCE,
+    MODELS_DISAGREE,
+    OUT_OF_DISTRIBUTION,
     Decision,
     calibrated_softmax,
     classic,
@@ -30,6 +32,7 @@ from service.inference.ensemble import (
     decide,
 )
 from service.inference.gradcam import FloatMap, normalise, upsample
+from service.inference.input_check import VIEWS, CheckResult, InputCheck, load_input_check
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from service.inference.preprocessing import DecodedImage, DicomReference, resize_gray
 from service.inference.runner import SideBySide, forward
@@ -71,6 +74,7 @@ class Prediction:
         timings: Model name → seconds its session ran for the batch this image was in.
         inference_seconds: Wall-clock seconds of all the models' forward passes for that batch
             (less than the sum of `timings` when the models run side by side).
+        input_check: Whether the image looks like the radiographs the models were trained on.
     """
 
     classes: tuple[str, ...]
@@ -80,6 +84,7 @@ class Prediction:
     dicom: DicomReference | None = None
     timings: dict[str, float] = field(default_factory=dict)
     inference_seconds: float = 0.0
+    input_check: CheckResult = field(default_factory=lambda: InputCheck.disabled().evaluate({}, 1)[0])
 
 
 @dataclass(frozen=True)
@@ -90,12 +95,20 @@ class _Pass:
     maps: dict[str, npt.NDArray[np.float32]]
     timings: dict[str, float]
     seconds: float
+    checks: list[CheckResult] = field(default_factory=list)
 
 
 class Predictor:
     """The loaded models and the ensemble settings of one manifest."""
 
-    def __init__(self, manifest: Manifest, models: Mapping[str, OnnxModel], *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        models: Mapping[str, OnnxModel],
+        *,
+        workers: int = 1,
+        input_check: InputCheck | None = None,
+    ) -> None:
         """Combine a manifest with one loaded session per model entry.
 
         Args:
@@ -104,6 +117,7 @@ class Predictor:
             workers: With more than one, the models of a batch run side by side on this many
                 threads (see `SideBySide`; their sessions should then have a share of the cores
                 each, see `session_threads`); with one, one after another on the caller's thread.
+            input_check: The manifest's input check; default: the `none` check, which never flags.
         """
         missing = [entry.name for entry in manifest.models if entry.name not in models]
         if missing:
@@ -112,6 +126,13 @@ class Predictor:
         self.models = {entry.name: models[entry.name] for entry in manifest.models}
         self.classes = tuple(manifest.classes)
         self.versions = {entry.name: entry.version for entry in manifest.models}
+        self.input_check = input_check or InputCheck.disabled()
+        self._features_for = tuple(
+            name for name in self.models if "features" in self.input_check.views_of(name)
+        )
+        self._maps_for_check = tuple(
+            name for name in self.models if "class_maps" in self.input_check.views_of(name)
+        )
         self._side_by_side = (
             SideBySide(self.models, workers=workers) if workers > 1 and len(self.models) > 1 else None
         )
@@ -139,25 +160,37 @@ class Predictor:
             name: model.from_gray(resized[(model.entry.input.height, model.entry.input.width)])
             for name, model in self.models.items()
         }
+        maps_for = {*maps_for, *self._maps_for_check}
         started = time.perf_counter()
         if self._side_by_side is not None:
-            outputs = self._side_by_side.run(inputs, maps_for)
+            runs = self._side_by_side.run(inputs, maps_for, self._features_for)
         else:
-            outputs = {
-                name: forward(self.models[name], batch, with_maps=name in maps_for)
+            runs = {
+                name: forward(
+                    self.models[name],
+                    batch,
+                    with_maps=name in maps_for,
+                    with_features=name in self._features_for,
+                )
                 for name, batch in inputs.items()
             }
         result = _Pass({}, {}, {}, time.perf_counter() - started)
-        for name, (logits, maps, elapsed) in outputs.items():
+        views: dict[str, dict[str, npt.NDArray[np.float32]]] = {name: {} for name in runs}
+        for name, run in runs.items():
+            logits = run.outputs.logits
             if logits.shape != (len(images), len(self.classes)):
                 raise ModelLoadError(
                     f"model {name!r} returned logits of shape {logits.shape}, expected "
                     f"({len(images)}, {len(self.classes)})"
                 )
             result.probabilities[name] = calibrated_softmax(logits, self.models[name].entry.temperature)
-            result.timings[name] = elapsed
-            if maps is not None:
-                result.maps[name] = maps
+            result.timings[name] = run.seconds
+            if run.outputs.maps is not None:
+                result.maps[name] = run.outputs.maps
+                views[name]["class_maps"] = run.outputs.maps
+            if run.outputs.features is not None:
+                views[name]["features"] = run.outputs.features
+        result.checks.extend(self.input_check.evaluate(views, len(images)))
         return result
 
     def _combine(self, images: Sequence[DecodedImage], done: _Pass) -> list[Prediction]:
@@ -165,23 +198,31 @@ class Predictor:
         results = []
         for row, image in enumerate(images):
             per_model = {name: probs[row] for name, probs in done.probabilities.items()}
+            models = {name: decide(probs) for name, probs in per_model.items()}
+            check = done.checks[row]
+            reasons = [
+                *([] if check.in_distribution else [OUT_OF_DISTRIBUTION]),
+                *([MODELS_DISAGREE] if len({model.label_index for model in models.values()}) > 1 else []),
+            ]
+            ensembles = {
+                CLASSIC: classic(per_model, abstain_below=spec.abstain_below),
+                CONFIDENCE: confidence_cascade(
+                    per_model,
+                    order=spec.confidence.order,
+                    tau=spec.confidence.tau,
+                    abstain_below=spec.abstain_below,
+                ),
+            }
             results.append(
                 Prediction(
                     classes=self.classes,
-                    models={name: decide(probs) for name, probs in per_model.items()},
-                    ensembles={
-                        CLASSIC: classic(per_model, abstain_below=spec.abstain_below),
-                        CONFIDENCE: confidence_cascade(
-                            per_model,
-                            order=spec.confidence.order,
-                            tau=spec.confidence.tau,
-                            abstain_below=spec.abstain_below,
-                        ),
-                    },
+                    models=models,
+                    ensembles={name: decision.with_reasons(*reasons) for name, decision in ensembles.items()},
                     model_versions=dict(self.versions),
                     dicom=image.dicom,
                     timings=dict(done.timings),
                     inference_seconds=done.seconds,
+                    input_check=check,
                 )
             )
         return results
@@ -296,7 +337,23 @@ class Predictor:
             spec = model.entry.input
             blank = np.zeros((spec.height, spec.width), dtype=np.uint8)
             started = time.perf_counter()
-            logits = model.run(model.prepare([blank]))
+            outputs = model.run_outputs(
+                model.prepare([blank]),
+                with_maps=name in self._maps_for_check,
+                with_features=name in self._features_for,
+            )
+            logits = outputs.logits
+            for view, values in (("features", outputs.features), ("class_maps", outputs.maps)):
+                statistics = self.input_check.models.get(name, {}).get(view)
+                if (
+                    values is not None
+                    and statistics is not None
+                    and values.size != statistics.components.shape[0]
+                ):
+                    raise ModelLoadError(
+                        f"model {name!r} gives {view} of shape {values.shape}; the input check's "
+                        f"statistics expect {statistics.components.shape[0]} values per image"
+                    )
             if self._side_by_side is not None:  # a first estimate of each model's share of the work
                 self._side_by_side.observe(name, time.perf_counter() - started, 1)
             if logits.shape != (1, len(self.classes)) or not np.all(np.isfinite(logits)):
@@ -392,6 +449,14 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
             )
     # Side by side: as many model threads as the sessions' threads fit in the worker's CPU share.
     workers = max(1, cpu_share(settings) // threads.intra_op) if settings.model_execution == "parallel" else 1
+    input_check = load_input_check(
+        manifest.input_check,
+        folder,
+        {
+            entry.name: [view for view in VIEWS if getattr(entry.outputs, view) is not None]
+            for entry in manifest.models
+        },
+    )
     logger.info(
         "loaded %d model(s) from %s with %d intra-op thread(s) each, run %s",
         len(models),
@@ -399,4 +464,5 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
         threads.intra_op,
         f"side by side on {workers} threads" if workers > 1 else "one after another",
     )
-    return Predictor(manifest, models, workers=workers)
+    logger.info("input check: %s", input_check.method)
+    return Predictor(manifest, models, workers=workers, input_check=input_check)

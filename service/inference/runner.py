@@ -16,25 +16,37 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from service.inference.session import OnnxModel
+from service.inference.session import GraphOutputs, OnnxModel
 
 #: Weight of the newest run in each model's moving average of seconds per image.
 _EWMA_ALPHA = 0.2
 
-Output = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One model's outputs for a batch and the seconds its runs took."""
+
+    outputs: GraphOutputs
+    seconds: float
 
 
-def forward(model: OnnxModel, batch: npt.NDArray[np.float32], *, with_maps: bool) -> Output:
-    """One run of `model`: logits, class maps (with `with_maps`, else None) and its seconds."""
+def forward(
+    model: OnnxModel, batch: npt.NDArray[np.float32], *, with_maps: bool, with_features: bool = False
+) -> ModelRun:
+    """One run of `model`: logits, class maps and features as asked, and its seconds."""
     started = time.perf_counter()
-    if with_maps:
-        logits, maps = model.run_with_maps(batch)
-        return logits, maps, time.perf_counter() - started
-    return model.run(batch), None, time.perf_counter() - started
+    outputs = model.run_outputs(batch, with_maps=with_maps, with_features=with_features)
+    return ModelRun(outputs, time.perf_counter() - started)
+
+
+def _concatenate(parts: list[npt.NDArray[np.float32] | None]) -> npt.NDArray[np.float32] | None:
+    present = [part for part in parts if part is not None]
+    return np.concatenate(present) if present else None
 
 
 class SideBySide:
@@ -65,22 +77,28 @@ class SideBySide:
             per_image if previous == 0.0 else (1 - _EWMA_ALPHA) * previous + _EWMA_ALPHA * per_image
         )
 
-    def _task(self, name: str, batch: npt.NDArray[np.float32], with_maps: bool) -> Output:
-        output = forward(self._models[name], batch, with_maps=with_maps)
-        self.observe(name, output[2], len(batch))
-        return output
+    def _task(
+        self, name: str, batch: npt.NDArray[np.float32], with_maps: bool, with_features: bool
+    ) -> ModelRun:
+        run = forward(self._models[name], batch, with_maps=with_maps, with_features=with_features)
+        self.observe(name, run.seconds, len(batch))
+        return run
 
     def run(
-        self, inputs: Mapping[str, npt.NDArray[np.float32]], maps_for: Collection[str] = ()
-    ) -> dict[str, Output]:
+        self,
+        inputs: Mapping[str, npt.NDArray[np.float32]],
+        maps_for: Collection[str] = (),
+        features_for: Collection[str] = (),
+    ) -> dict[str, ModelRun]:
         """Run every model on its input tensor (all of one batch size).
 
         Args:
             inputs: Model name → its input tensor for the batch.
             maps_for: Models whose class maps are wanted too.
+            features_for: Models whose pooled features are wanted too.
 
         Returns:
-            Per model: logits, class maps (or None) and the seconds its runs took in all.
+            Per model: its outputs for the whole batch and the seconds its runs took in all.
         """
         size = len(next(iter(inputs.values())))
         parts = max(1, min(self._workers, size // self._min_chunk))
@@ -90,20 +108,20 @@ class SideBySide:
             for index, chunk in enumerate(np.array_split(batch, parts))
         ]
         tasks.sort(key=lambda task: self._seconds_per_image[task[0]] * len(task[2]), reverse=True)
-        futures: dict[tuple[str, int], Future[Output]] = {
-            (name, index): self._pool.submit(self._task, name, chunk, name in maps_for)
+        futures: dict[tuple[str, int], Future[ModelRun]] = {
+            (name, index): self._pool.submit(self._task, name, chunk, name in maps_for, name in features_for)
             for name, index, chunk in tasks
         }
-        outputs: dict[str, Output] = {}
+        runs: dict[str, ModelRun] = {}
         for name in inputs:
             pieces = [futures[(name, index)].result() for index in range(parts)]
-            maps = [piece[1] for piece in pieces if piece[1] is not None]
-            outputs[name] = (
-                np.concatenate([piece[0] for piece in pieces]),
-                np.concatenate(maps) if maps else None,
-                sum(piece[2] for piece in pieces),
+            outputs = GraphOutputs(
+                np.concatenate([piece.outputs.logits for piece in pieces]),
+                _concatenate([piece.outputs.maps for piece in pieces]),
+                _concatenate([piece.outputs.features for piece in pieces]),
             )
-        return outputs
+            runs[name] = ModelRun(outputs, sum(piece.seconds for piece in pieces))
+        return runs
 
     def close(self) -> None:
         """Stop the threads after the running tasks end."""

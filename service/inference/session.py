@@ -37,6 +37,15 @@ logger = logging.getLogger(__name__)
 CPU = "CPUExecutionProvider"
 
 
+@dataclass(frozen=True)
+class GraphOutputs:
+    """What one run of a graph gave: logits [batch, classes], and maps and features when asked."""
+
+    logits: npt.NDArray[np.float32]
+    maps: npt.NDArray[np.float32] | None = None
+    features: npt.NDArray[np.float32] | None = None
+
+
 def available_providers() -> list[str]:
     """The execution providers this onnxruntime build offers."""
     return list(ort.get_available_providers())
@@ -171,6 +180,7 @@ class OnnxModel:
             self.entry.outputs.logits,
             self.entry.outputs.probabilities,
             self.entry.outputs.class_maps,
+            self.entry.outputs.features,
         )
         for declared_name in declared_outputs:
             if declared_name is not None and declared_name not in outputs:
@@ -210,17 +220,26 @@ class OnnxModel:
         (logits,) = self._session.run([self.entry.outputs.logits], feeds)
         return np.asarray(logits, dtype=np.float32)
 
-    def run_with_maps(
-        self, batch: npt.NDArray[np.float32]
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """Logits and Grad-CAM class maps ([batch, h, w, classes]) from one forward pass.
+    def run_outputs(
+        self, batch: npt.NDArray[np.float32], *, with_maps: bool = False, with_features: bool = False
+    ) -> GraphOutputs:
+        """Logits and, as asked, the Grad-CAM class maps and the pooled features, in one forward pass.
 
         Raises:
-            ValueError: The graph has no class-map output.
+            ValueError: Maps or features asked of a graph without that output.
         """
-        maps_name = self.entry.outputs.class_maps
-        if maps_name is None:
-            raise ValueError(f"model {self.name!r} has no class_maps output")
+        names = [self.entry.outputs.logits]
+        for wanted, name, what in (
+            (with_maps, self.entry.outputs.class_maps, "class_maps"),
+            (with_features, self.entry.outputs.features, "features"),
+        ):
+            if wanted and name is None:
+                raise ValueError(f"model {self.name!r} has no {what} output")
+            if wanted and name is not None:
+                names.append(name)
         feeds: dict[str, Any] = {self.entry.input.name: batch}
-        logits, maps = self._session.run([self.entry.outputs.logits, maps_name], feeds)
-        return np.asarray(logits, dtype=np.float32), np.asarray(maps, dtype=np.float32)
+        values = iter(np.asarray(value, dtype=np.float32) for value in self._session.run(names, feeds))
+        logits = next(values)
+        maps = next(values) if with_maps else None
+        features = next(values) if with_features else None
+        return GraphOutputs(logits, maps, features)

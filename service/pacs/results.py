@@ -3,13 +3,16 @@
 Both go into new series of the analysed image's study and copy its patient and study
 attributes (highdicom does this from the evidence / reference dataset), so a viewer shows them
 next to the radiograph. The SR is a Comprehensive SR whose content tree carries every model's
-calibrated class probabilities and both ensembles' decisions with their `uncertain` flag,
-referencing the analysed image. Concepts without a standard code use the private coding scheme
-`99XRAY` (PS3.16 8.1: designators starting with "99" are private).
+calibrated class probabilities, the input check (whether the image looks like the chest
+radiographs the models learnt from, its score and threshold) and both ensembles' decisions with
+their `uncertain` flag and its reasons, referencing the analysed image. Concepts without a
+standard code use the private coding scheme `99XRAY` (PS3.16 8.1: designators starting with "99"
+are private).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -41,6 +44,12 @@ MODEL_VERSION = _code("VERSION", "Model version")
 PREDICTED_CLASS = _code("LABEL", "Predicted class")
 UNCERTAIN = _code("UNCERTAIN", "Uncertain")
 DECIDED_BY = _code("DECIDEDBY", "Decided by")
+UNCERTAIN_REASON = _code("REASON", "Reason for uncertainty")
+INPUT_CHECK = _code("INPUTCHECK", "Input check")
+IN_DISTRIBUTION = _code("INDIST", "Looks like a frontal chest radiograph")
+CHECK_METHOD = _code("CHECKMETHOD", "Input check method")
+CHECK_SCORE = _code("CHECKSCORE", "Input check score")
+CHECK_THRESHOLD = _code("CHECKTHRESHOLD", "Input check threshold")
 COMMENT = _code("COMMENT", "Comment")
 SOURCE_IMAGE = hd.sr.CodedConcept(value="121112", scheme_designator="DCM", meaning="Source of Measurement")
 NO_UNITS = hd.sr.CodedConcept(value="1", scheme_designator="UCUM", meaning="no units")
@@ -111,6 +120,24 @@ def _result_container(
     return container
 
 
+def _number(name: hd.sr.CodedConcept, value: float) -> hd.sr.NumContentItem:
+    return hd.sr.NumContentItem(name=name, value=value, unit=NO_UNITS, relationship_type="CONTAINS")
+
+
+def _input_check_container(prediction: Prediction) -> hd.sr.ContainerContentItem:
+    """The input check: in distribution or not, its method, and (for a fitted check) score and threshold."""
+    check = prediction.input_check
+    container = hd.sr.ContainerContentItem(name=INPUT_CHECK, relationship_type="CONTAINS")
+    items: list[hd.sr.ContentItem] = [
+        _text(IN_DISTRIBUTION, str(check.in_distribution).lower()),
+        _text(CHECK_METHOD, check.method),
+    ]
+    if math.isfinite(check.threshold):
+        items += [_number(CHECK_SCORE, check.score), _number(CHECK_THRESHOLD, check.threshold)]
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
 def build_structured_report(
     source: pydicom.Dataset, prediction: Prediction, *, series_instance_uid: str | None = None
 ) -> pydicom.Dataset:
@@ -132,6 +159,7 @@ def build_structured_report(
         ),
         _text(COMMENT, DISCLAIMER),
     ]
+    items.append(_input_check_container(prediction))
     for name, decision in prediction.models.items():
         probabilities = dict(zip(classes, map(float, decision.probabilities), strict=True))
         version = _text(MODEL_VERSION, prediction.model_versions[name])
@@ -141,6 +169,7 @@ def build_structured_report(
     for name, decision in prediction.ensembles.items():
         probabilities = dict(zip(classes, map(float, decision.probabilities), strict=True))
         extra: list[hd.sr.ContentItem] = [_text(UNCERTAIN, str(decision.uncertain).lower())]
+        extra += [_text(UNCERTAIN_REASON, reason) for reason in decision.uncertain_reasons]
         if decision.decided_by is not None:
             extra.append(_text(DECIDED_BY, decision.decided_by))
         items.append(

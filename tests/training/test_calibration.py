@@ -62,3 +62,19 @@ def test_abstention_is_capped_when_the_target_is_out_of_reach() -> None:
         {"m": probabilities}, labels, target_accuracy=0.99, max_abstain=0.25
     )
     assert coverage == pytest.approx(0.75, abs=0.01)
+
+
+def test_disagreeing_models_are_not_counted_as_answered() -> None:
+    labels = np.zeros(4, dtype=int)
+    # Both models right and agreeing on the first two; on the last two they disagree, and the mean is wrong.
+    first = np.asarray([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.85, 0.05], [0.1, 0.85, 0.05]])
+    second = np.asarray([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.6, 0.3, 0.1]])
+    threshold, coverage, accuracy = choose_abstain_threshold(
+        {"a": first, "b": second}, labels, target_accuracy=0.95
+    )
+    assert (threshold, coverage, accuracy) == (0.0, 0.5, 1.0)
+    threshold, coverage, accuracy = choose_abstain_threshold(
+        {"a": first, "b": second}, labels, target_accuracy=0.95, count_disagreement=False
+    )
+    assert threshold == pytest.approx(0.8)
+    assert (coverage, accuracy) == (0.5, 1.0)

@@ -40,6 +40,13 @@ def test_manifest_has_three_verified_models_with_calibration_and_records(trained
         assert entry.training["epochs_run"] == 1
         assert entry.data["splits"]["test"]["all"]
         assert entry.framework["tf2onnx"]
+    check = manifest.input_check
+    assert check is not None  # every new model set gets its input check
+    assert check.method == "mahalanobis"
+    assert all(entry.outputs.features == "features" for entry in manifest.models)
+    assert check.metrics["validation_pass_rate"] >= 0.99
+    assert set(check.metrics["test"]) == {"pooled", "site-a", "site-b"}
+    assert set(check.selection["compared_on_non_chest_images"]) == {"mahalanobis", "energy"}
     ensembles = manifest.ensembles
     assert len(ensembles.confidence.order) == 2
     assert "validation" in ensembles.selection["data"]
@@ -95,6 +102,7 @@ def test_the_service_loads_the_result_and_predicts(trained: dict[str, Path]) -> 
         assert set(body["models"]) == set(TINY_SIZES)
         assert body["model_versions"] == dict.fromkeys(TINY_SIZES, "0.0.1-test")
         assert body["ensembles"]["confidence"]["decided_by"] in {*TINY_SIZES, "classic"}
+        assert body["input_check"]["method"] == "mahalanobis"
 
 
 def test_resume_continues_from_the_last_epoch(trained: dict[str, Path], tmp_path: Path) -> None:

@@ -75,6 +75,22 @@ function bars(probabilities) {
   return grid;
 }
 
+const REASON_TEXT = {
+  low_confidence: "low confidence",
+  out_of_distribution: "not like the training radiographs",
+  models_disagree: "the models disagree",
+};
+
+function showInputCheck(check) {
+  const outside = check && !check.in_distribution;
+  $("results").classList.toggle("ood", Boolean(outside));
+  $("out-of-distribution").hidden = !outside;
+  $("out-of-distribution-detail").textContent = outside
+    ? `The input check (${check.method}) scores it ${check.score.toFixed(1)}; ` +
+      `chest radiographs score below ${check.threshold.toFixed(1)}.`
+    : "";
+}
+
 function block(name, result, isEnsemble) {
   const section = document.createElement("div");
   section.className = "decision" + (result.uncertain ? " uncertain" : "");
@@ -82,7 +98,10 @@ function block(name, result, isEnsemble) {
   const title = document.createElement("h4");
   let text = `${name}: ${result.label} (${result.confidence.toFixed(3)})`;
   if (isEnsemble && result.decided_by) text += ` — decided by ${result.decided_by}`;
-  if (isEnsemble) text += result.uncertain ? " — uncertain: needs a human look" : "";
+  if (isEnsemble && result.uncertain) {
+    const reasons = (result.uncertain_reasons || []).map((r) => REASON_TEXT[r] || r).join("; ");
+    text += ` — uncertain (${reasons}): needs a human look`;
+  }
   title.textContent = text;
   title.className = "label";
   title.dataset.label = result.label;
@@ -91,6 +110,7 @@ function block(name, result, isEnsemble) {
 }
 
 function render(body) {
+  showInputCheck(body.input_check);
   const ensembles = $("ensembles");
   const models = $("models");
   ensembles.replaceChildren(...Object.entries(body.ensembles).map(([n, r]) => block(n, r, true)));

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 from fastapi.testclient import TestClient
 
-from tests.factories import gradient, png_bytes
+from tests.factories import gradient, pixel_specs, png_bytes
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -32,6 +35,8 @@ def test_spec_metric_names_are_exported(client: TestClient) -> None:
         "xray_batch_size",
         "xray_predictions_total",
         "xray_uncertain_total",
+        "xray_uncertain_reasons_total",
+        "xray_out_of_distribution_total",
         "xray_model_info",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
@@ -58,8 +63,42 @@ def test_metrics_move_after_a_request(client: TestClient) -> None:
     assert delta("xray_predictions_total", model="efficientnet_v2_b2", label="normal") == 1
     assert delta("xray_predictions_total", model="classic", label="tuberculosis") == 1
     assert delta("xray_predictions_total", model="confidence", label="tuberculosis") == 1
-    assert delta("xray_uncertain_total", ensemble="classic") == 1
-    assert delta("xray_uncertain_total", ensemble="confidence") == 1
+    # The three constant models disagree, and the classic mean's top probability is 0.37 < 0.5.
+    for ensemble in ("classic", "confidence"):
+        assert delta("xray_uncertain_total", ensemble=ensemble) == 1
+        assert delta("xray_uncertain_reasons_total", ensemble=ensemble, reason="low_confidence") == 1
+        assert delta("xray_uncertain_reasons_total", ensemble=ensemble, reason="models_disagree") == 1
+        assert delta("xray_uncertain_reasons_total", ensemble=ensemble, reason="out_of_distribution") == 0
+    assert delta("xray_out_of_distribution_total") == 0
+
+
+def test_out_of_distribution_images_are_counted_whether_answered_or_refused(
+    make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+) -> None:
+    folder = make_models(pixel_specs(with_features=True), input_check_threshold=1.0)
+    for reject, status in ((False, 200), (True, 422)):
+        client = make_client(folder, reject_out_of_distribution=reject)
+        before = client.get("/metrics").text
+        blank = png_bytes(np.zeros((48, 40), np.uint8))
+        assert (
+            client.post("/predict", content=blank, headers={"Content-Type": "image/png"}).status_code
+            == status
+        )
+        after = client.get("/metrics").text
+        assert (
+            sample(after, "xray_out_of_distribution_total") - sample(before, "xray_out_of_distribution_total")
+            == 1
+        )
+        assert (
+            sample(after, "xray_uncertain_reasons_total", ensemble="classic", reason="out_of_distribution")
+            - sample(before, "xray_uncertain_reasons_total", ensemble="classic", reason="out_of_distribution")
+            == 1
+        )
+        assert (
+            sample(after, "xray_requests_total", endpoint="/predict", status=str(status))
+            - sample(before, "xray_requests_total", endpoint="/predict", status=str(status))
+            == 1
+        )
 
 
 def test_model_info_reports_version_and_provider(client: TestClient) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from tests.factories import sha256
+from tests.factories import pixel_specs, sha256
 
 
 def test_models_lists_versions_checksums_inputs_and_providers(client: TestClient, models_dir: Path) -> None:
@@ -24,3 +25,11 @@ def test_models_lists_versions_checksums_inputs_and_providers(client: TestClient
         "tau": 0.9,
     }
     assert body["ensembles"]["abstain_below"] == 0.5
+    assert body["input_check"] == {"method": "none", "threshold": None}
+
+
+def test_models_reports_the_input_check_threshold(
+    make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+) -> None:
+    client = make_client(make_models(pixel_specs(with_features=True), input_check_threshold=2.5))
+    assert client.get("/models").json()["input_check"] == {"method": "mahalanobis", "threshold": 2.5}

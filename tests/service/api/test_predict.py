@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.inference.session import OnnxModel
+from service.inference.session import GraphOutputs, OnnxModel
 from tests.factories import dicom_bytes, gradient, jpeg_bytes, pixel_specs, png_bytes
 
 PROBLEM = "application/problem+json"
@@ -115,6 +115,60 @@ class TestAnswer:
         assert "Doe" not in echoed
 
 
+class TestInputCheck:
+    """The input check in every answer, its reasons, and the refusal a server can be set to."""
+
+    def test_every_answer_says_whether_the_image_looks_like_the_training_images(
+        self, make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+    ) -> None:
+        client = make_client(make_models(pixel_specs(with_features=True), input_check_threshold=1.0))
+        usual = client.post("/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
+        assert usual.status_code == 200, usual.text
+        check = usual.json()["input_check"]
+        assert check["in_distribution"] is True
+        assert check["method"] == "mahalanobis"
+        assert check["threshold"] == 1.0
+        assert check["score"] < 1.0
+        blank = client.post(
+            "/predict", content=png_bytes(np.zeros((48, 40), np.uint8)), headers={"Content-Type": "image/png"}
+        )
+        body = blank.json()
+        assert body["input_check"]["in_distribution"] is False
+        assert body["input_check"]["score"] == pytest.approx(34.0, rel=1e-4)
+        for ensemble in body["ensembles"].values():
+            assert ensemble["uncertain"] is True
+            assert "out_of_distribution" in ensemble["uncertain_reasons"]
+            assert ensemble["label"] in body["classes"]  # the labels are still given, for a human to judge
+
+    def test_models_without_a_check_answer_with_method_none(self, client: TestClient) -> None:
+        body = client.post(
+            "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+        ).json()
+        assert body["input_check"] == {
+            "in_distribution": True,
+            "score": 0.0,
+            "threshold": 0.0,
+            "method": "none",
+        }
+        assert body["ensembles"]["classic"]["uncertain_reasons"] == ["low_confidence", "models_disagree"]
+
+    def test_a_server_set_to_reject_answers_422_out_of_distribution(
+        self, make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+    ) -> None:
+        client = make_client(
+            make_models(pixel_specs(with_maps=True, with_features=True), input_check_threshold=1.0),
+            reject_out_of_distribution=True,
+        )
+        blank = png_bytes(np.zeros((48, 40), np.uint8))
+        for path in ("/predict", "/explain"):
+            response = client.post(path, content=blank, headers={"Content-Type": "image/png"})
+            body = assert_problem(response, 422, "out-of-distribution")
+            assert "threshold" in body["detail"]
+        usual = client.post("/explain", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
+        assert usual.status_code == 200, usual.text
+        assert usual.json()["input_check"]["in_distribution"] is True
+
+
 class TestErrors:
     @pytest.mark.parametrize(
         ("content", "content_type"),
@@ -211,16 +265,16 @@ class TestErrors:
     ) -> None:
         client = make_client(models_dir, max_queue=1)
         started, release = threading.Event(), threading.Event()
-        original = OnnxModel.run
+        original = OnnxModel.run_outputs
 
-        def slow_run(self: OnnxModel, batch: np.ndarray) -> np.ndarray:
+        def slow_run(self: OnnxModel, batch: np.ndarray, **asked: bool) -> GraphOutputs:
             if not on_request_path():
-                return original(self, batch)
+                return original(self, batch, **asked)
             started.set()
             release.wait(10)
-            return original(self, batch)
+            return original(self, batch, **asked)
 
-        monkeypatch.setattr(OnnxModel, "run", slow_run)
+        monkeypatch.setattr(OnnxModel, "run_outputs", slow_run)
         results: list[int] = []
         busy = threading.Thread(
             target=lambda: results.append(
@@ -243,18 +297,18 @@ class TestErrors:
     def test_503_when_the_runtime_fails_and_the_service_stays_up(
         self, client: TestClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        original = OnnxModel.run
+        original = OnnxModel.run_outputs
         calls = {"n": 0}
 
-        def flaky(self: OnnxModel, batch: np.ndarray) -> np.ndarray:
+        def flaky(self: OnnxModel, batch: np.ndarray, **asked: bool) -> GraphOutputs:
             if not on_request_path():
-                return original(self, batch)
+                return original(self, batch, **asked)
             calls["n"] += 1
             if calls["n"] == 1:
                 raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : simulated")
-            return original(self, batch)
+            return original(self, batch, **asked)
 
-        monkeypatch.setattr(OnnxModel, "run", flaky)
+        monkeypatch.setattr(OnnxModel, "run_outputs", flaky)
         failed = client.post("/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
         body = assert_problem(failed, 503, "inference-failed")
         assert "simulated" not in body["detail"]

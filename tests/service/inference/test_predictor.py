@@ -12,7 +12,7 @@ import pytest
 from service.core.config import Settings
 from service.inference.predictor import load_predictor, session_threads
 from service.inference.preprocessing import DecodedImage, ImageFormat
-from service.inference.session import OnnxModel
+from service.inference.session import GraphOutputs, OnnxModel
 from tests.factories import gradient, pixel_specs
 
 
@@ -47,13 +47,13 @@ def test_side_by_side_gives_the_same_answers_as_one_after_another_on_model_threa
     assert parallel.parallel
     assert not sequential.parallel
     threads: set[str] = set()
-    original = OnnxModel.run_with_maps
+    original = OnnxModel.run_outputs
 
-    def recording(self: OnnxModel, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def recording(self: OnnxModel, batch: np.ndarray, **asked: bool) -> GraphOutputs:
         threads.add(threading.current_thread().name)
-        return original(self, batch)
+        return original(self, batch, **asked)
 
-    monkeypatch.setattr(OnnxModel, "run_with_maps", recording)
+    monkeypatch.setattr(OnnxModel, "run_outputs", recording)
     try:
         images = _images()
         for one, other in zip(sequential.predict(images), parallel.predict(images), strict=True):

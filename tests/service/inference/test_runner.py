@@ -11,7 +11,7 @@ import pytest
 from service.core.config import Settings
 from service.inference.predictor import load_predictor
 from service.inference.runner import SideBySide
-from service.inference.session import OnnxModel
+from service.inference.session import GraphOutputs, OnnxModel
 from tests.factories import pixel_specs
 
 
@@ -41,27 +41,30 @@ def test_split_batches_give_the_whole_batches_answers(
     finally:
         runner.close()
     for name, batch in inputs.items():
-        logits, maps, seconds = outputs[name]
-        np.testing.assert_allclose(logits, models[name].run(batch), rtol=1e-6)
+        run = outputs[name]
+        np.testing.assert_allclose(run.outputs.logits, models[name].run(batch), rtol=1e-6)
         if name == "scratch":
-            assert maps is not None
-            np.testing.assert_allclose(maps, models[name].run_with_maps(batch)[1], rtol=1e-6)
+            whole = models[name].run_outputs(batch, with_maps=True)
+            assert run.outputs.maps is not None
+            assert whole.maps is not None
+            np.testing.assert_allclose(run.outputs.maps, whole.maps, rtol=1e-6)
         else:
-            assert maps is None
-        assert seconds > 0
+            assert run.outputs.maps is None
+        assert run.outputs.features is None
+        assert run.seconds > 0
 
 
 def test_large_batches_are_split_per_worker_and_the_longest_work_goes_first(
     models: dict[str, OnnxModel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     started: list[tuple[str, int]] = []
-    original = OnnxModel.run
+    original = OnnxModel.run_outputs
 
-    def recording(self: OnnxModel, batch: np.ndarray) -> np.ndarray:
+    def recording(self: OnnxModel, batch: np.ndarray, **asked: bool) -> GraphOutputs:
         started.append((self.name, len(batch)))
-        return original(self, batch)
+        return original(self, batch, **asked)
 
-    monkeypatch.setattr(OnnxModel, "run", recording)
+    monkeypatch.setattr(OnnxModel, "run_outputs", recording)
     # One worker runs the tasks in the order they were queued.
     runner = SideBySide(models, workers=1, min_chunk=4)
     try:

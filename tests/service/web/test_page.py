@@ -13,9 +13,10 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.factories import pixel_specs
+from tests.factories import pixel_specs, png_bytes
 from tests.live_server import LiveServer, live_server
 
 pytestmark = [pytest.mark.slow]
@@ -107,11 +108,44 @@ def test_a_real_radiograph_shows_the_predict_answer_and_its_overlays(
     )
     assert float(overlay.value_of_css_property("opacity")) == pytest.approx(0.25)
     assert find(By.ID, "radiograph").get_attribute("naturalWidth") != "0"
+    assert not find(By.ID, "out-of-distribution").is_displayed()  # models without a check never flag
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / "page-result.png"
     assert browser.save_screenshot(str(shot))  # type: ignore[attr-defined]
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_image_unlike_a_chest_radiograph_is_shown_unmistakably(
+    browser: object, make_models: Callable[..., Path], tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(png_bytes(np.zeros((48, 40), np.uint8)))
+    folder = make_models(pixel_specs(with_maps=True, with_features=True), input_check_threshold=1.0)
+    with live_server(folder) as checked:
+        _upload(browser, checked, blank)
+        banner = WebDriverWait(browser, 60).until(
+            shown.visibility_of_element_located((By.ID, "out-of-distribution"))
+        )
+        status, _, content = checked.request(
+            "POST", "/predict", blank.read_bytes(), {"Content-Type": "image/png"}
+        )
+    assert status == 200
+    check = json.loads(content)["input_check"]
+    assert check["in_distribution"] is False
+    assert "does not look like a frontal chest radiograph" in banner.text
+    assert f"{check['score']:.1f}" in banner.text
+    find = browser.find_element  # type: ignore[attr-defined]
+    assert banner.get_attribute("role") == "alert"
+    assert "ood" in find(By.ID, "results").get_attribute("class").split()
+    label = find(By.CSS_SELECTOR, '.decision[data-predictor="classic"] h4')
+    assert "line-through" in label.value_of_css_property("text-decoration")
+    assert "not like the training radiographs" in label.text
+    browser.save_screenshot(str(SCREENSHOTS / "page-out-of-distribution.png"))  # type: ignore[attr-defined]
 
 
 def test_a_bad_file_shows_the_service_error(browser: object, server: LiveServer, tmp_path: Path) -> None:
