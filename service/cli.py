@@ -70,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http import bounded_headers_protocol
 
     # Loaded before binding, so that a bad manifest or file ends the command with its reason.
     loaded = _load(args)
@@ -84,6 +85,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=False,  # the app logs one line per request, without client data
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
         server_header=False,
+        http=bounded_headers_protocol(settings.max_header_bytes, settings.max_headers),
     )
     predictor.close()
     return 0

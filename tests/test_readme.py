@@ -25,3 +25,11 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     _, test = first_code_block()
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert test in ci
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from service.core.config import Settings
+
+    text = (REPO / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"XRAY_{name.upper()}" not in text]
+    assert not missing, missing

@@ -18,6 +18,7 @@ from service.api.problems import install_problem_handlers
 from service.api.routes import dicomweb, explain, health, metrics, models, predict, web
 from service.api.state import ServiceState
 from service.core.config import Settings
+from service.core.logging import withhold_dicom_values
 from service.inference.batcher import MicroBatcher
 from service.inference.predictor import Predictor, load_predictor
 from service.inference.scheduler import InferenceScheduler
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         predictor: Already loaded models; loaded from `settings.models_dir` when omitted.
     """
     settings = settings or Settings()
+    withhold_dicom_values()  # whoever configured logging, no DICOM header value may reach it
     registry = Metrics()
 
     @contextlib.asynccontextmanager

@@ -7,8 +7,9 @@ from http import HTTPStatus
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.errors import AuthenticationError, RequestError
 
@@ -91,6 +92,16 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+#: Not sent to anyone (the client has gone); what the access log and the metrics record, as nginx does.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    # The client's doing, not a fault of the service: no traceback, and counted apart from 5xx.
+    logger.info("the client disconnected before its request was read")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug of ours: log the traceback, tell the client nothing internal.
     logger.error("unhandled error", exc_info=exc)
@@ -108,4 +119,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -129,10 +129,12 @@ class PredictResponse(BaseModel):
 
 
 class MapResult(BaseModel):
-    """One explanation map, at the submitted image's size."""
+    """One explanation map, at the submitted image's size or scaled down within `max_side`."""
 
     method: str
     target: str
+    height: int = Field(description="The map's height in pixels.")
+    width: int = Field(description="The map's width in pixels.")
     layer: str | None = Field(default=None, description="The layer the map is built on (per model).")
     heatmap_png: str = Field(description="Base64 PNG, 8-bit gray: the normalised map.")
     overlay_png: str | None = Field(
@@ -168,6 +170,8 @@ class ExplainResponse(PredictResponse):
             name: MapResult(
                 method=result.method,
                 target=target,
+                height=result.ensemble.shape[0],
+                width=result.ensemble.shape[1],
                 layer=layers.get(name),
                 heatmap_png=heat,
                 overlay_png=overlay,

@@ -24,8 +24,9 @@ from service.inference.predictor import (
     Prediction,
     Predictor,
     cpu_share,
+    display_size,
 )
-from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image
+from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image, resize_gray
 from service.inference.scheduler import InferenceScheduler
 from service.inference.shap import ShapBudget
 
@@ -108,7 +109,10 @@ class ServiceState:
             logger.exception("SHAP warm-up failed; SHAP requests will pay their own start-up")
 
     def _decode_job(self, data: bytes, declared: ImageFormat | None) -> Callable[[], DecodedImage]:
-        return lambda: decode_image(data, declared=declared, max_pixels=self.settings.max_pixels)
+        settings = self.settings
+        return lambda: decode_image(
+            data, declared=declared, max_pixels=settings.max_pixels, max_scans=settings.max_jpeg_scans
+        )
 
     async def _on_pool(
         self, data: bytes, declared: ImageFormat | None, run: Callable[[DecodedImage], T]
@@ -174,25 +178,28 @@ class ServiceState:
         max_evals: int,
         include_image: bool = False,
         overlays: bool = True,
+        max_side: int | None = None,
     ) -> RenderedExplanation:
         """Predict one upload with explanation maps, and render each map as base64 PNGs.
 
-        The SHAP time limit starts when the job starts, not while it waits in the queue.
+        The SHAP time limit starts when the job starts, not while it waits in the queue. The
+        maps, overlays and image are rendered with their longer side at most `max_side`, which
+        bounds the answer's size and the request's memory whatever the upload's size.
         """
 
         def run(image: DecodedImage) -> RenderedExplanation:
             budget = ShapBudget.starting_now(max_evals, self.settings.shap_time_limit_seconds)
             started = time.perf_counter()
             result = self.predictor.explain(
-                image, method=method, target=target, models=models, shap_budget=budget
+                image, method=method, target=target, models=models, shap_budget=budget, max_side=max_side
             )
             explained = time.perf_counter()
             self.metrics.observe_batch([result.prediction])
             self.refuse_out_of_distribution(result.prediction)
-            pngs = render_all_base64(
-                image.pixels, result.all_maps, threads=self.render_threads, overlays=overlays
-            )
-            image_png = base64_text(encode_png(image.pixels)) if include_image else None
+            height, width = display_size(image.size, max_side)
+            shown = resize_gray(image.pixels, height, width)
+            pngs = render_all_base64(shown, result.all_maps, threads=self.render_threads, overlays=overlays)
+            image_png = base64_text(encode_png(shown)) if include_image else None
             timings = {"explain": explained - started, "render": time.perf_counter() - explained}
             return RenderedExplanation(result, pngs, image_png, timings)
 

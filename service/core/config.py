@@ -52,6 +52,32 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest width x height accepted, checked from the header before decoding.",
     )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest request head (request line and headers) `xray serve` reads; beyond it, 431.",
+    )
+    max_headers: int = Field(
+        default=100, ge=10, le=10_000, description="Most header lines in a request; beyond them, 431."
+    )
+    max_json_bytes: int = Field(
+        default=16 * 1024,
+        gt=0,
+        description="Largest JSON request body (`/pacs/analyze`), read only after the API key is checked.",
+    )
+    max_stow_parts: int = Field(
+        default=500,
+        ge=1,
+        description="Most instances in one STOW-RS request, counted before any is parsed.",
+    )
+    max_jpeg_scans: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most scans a JPEG (or a DICOM's JPEG frame) may hold, counted before decoding: "
+        "each scan is a pass of the decoder, and a progressive JPEG has about ten.",
+    )
 
     # Runtime.
     providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
@@ -103,6 +129,14 @@ class Settings(BaseSettings):
     )
 
     # Explanations.
+    explain_max_side: int = Field(
+        default=2048,
+        ge=64,
+        le=16384,
+        description="/explain renders its maps, overlays and image with the longer side at most this "
+        "(a request may ask for less with `max_side`): it bounds the answer's size and the memory "
+        "of a request whatever the upload's size.",
+    )
     shap_max_evals: int = Field(
         default=1000, ge=10, description="Most SHAP model evaluations per model a request may ask for."
     )

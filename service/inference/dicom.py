@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom import encaps
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_modality_lut, apply_voi
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from service.errors import InvalidImageError, PayloadTooLargeError
-from service.inference.preprocessing import DicomReference, GrayImage
+from service.inference import codestream
+from service.inference.preprocessing import DEFAULT_MAX_SCANS, DicomReference, GrayImage
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +122,13 @@ def read_dataset(data: bytes) -> pydicom.Dataset:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, OverflowError) as exc:
-        raise InvalidImageError(f"the upload is not a readable DICOM file: {exc}") from exc
+        raise InvalidImageError(f"the upload is not a readable DICOM file ({type(exc).__name__})") from exc
     try:
         # A forced read accepts any bytes and finds "elements" in noise; a real object, even a
         # pre-Part-10 one, carries at least one of these.
         recognised = any(keyword in ds for keyword in _IDENTIFYING)
     except Exception as exc:
-        raise InvalidImageError(f"the upload is not a readable DICOM file: {exc}") from exc
+        raise InvalidImageError(f"the upload is not a readable DICOM file ({type(exc).__name__})") from exc
     if not recognised:
         raise InvalidImageError(
             "the upload is not a DICOM file: it holds no recognisable DICOM data elements"
@@ -142,12 +145,34 @@ def read_dataset(data: bytes) -> pydicom.Dataset:
     return ds
 
 
-def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[GrayImage, DicomReference]:
+def _check_compressed_frame(
+    ds: pydicom.Dataset, rows: int, columns: int, max_pixels: int, max_scans: int
+) -> None:
+    """Read a compressed frame's own header before decoding it, and refuse one that disagrees.
+
+    The decoders allocate what the codestream declares, not what Rows and Columns say.
+    """
+    if not ds.file_meta.TransferSyntaxUID.is_compressed or "PixelData" not in ds:
+        return
+    try:
+        # The first item is the Basic Offset Table; a single frame is every fragment after it.
+        frame = next(encaps.generate_frames(ds.PixelData, number_of_frames=1), b"")
+    except (ValueError, TypeError, struct.error) as exc:
+        raise InvalidImageError("the DICOM's encapsulated pixel data is malformed") from exc
+    codestream.check(
+        codestream.inspect(frame), max_pixels=max_pixels, max_scans=max_scans, expected=(rows, columns)
+    )
+
+
+def decode_dicom(
+    data: bytes, *, max_pixels: int, max_scans: int = DEFAULT_MAX_SCANS
+) -> tuple[GrayImage, DicomReference]:
     """Decode a single-frame grayscale DICOM image to 8-bit display values.
 
     Args:
         data: The DICOM file's bytes (Part 10, or a bare dataset).
         max_pixels: Largest Rows x Columns accepted.
+        max_scans: Most scans a JPEG frame may hold.
 
     Returns:
         The (rows, columns) uint8 image and the instance's UIDs.
@@ -183,8 +208,10 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[GrayImage, DicomRefer
                 f"the DICOM has {rows}x{columns} = {rows * columns} pixels; the limit is {max_pixels}"
             )
     except (AttributeError, ValueError, TypeError, KeyError) as exc:
-        # A malformed attribute value (for example a non-numeric Rows) in a forced read.
-        raise InvalidImageError(f"the DICOM header is malformed: {exc}") from exc
+        # A malformed attribute value (for example a non-numeric Rows) in a forced read. The
+        # message names the kind of failure, never the value (it may be patient data).
+        raise InvalidImageError(f"the DICOM header is malformed ({type(exc).__name__})") from exc
+    _check_compressed_frame(ds, rows, columns, max_pixels, max_scans)
 
     try:
         stored = ds.pixel_array
@@ -192,7 +219,7 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[GrayImage, DicomRefer
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", "unknown transfer syntax")
         logger.info("DICOM pixel data could not be decoded (%s): %s", name, type(exc).__name__)
-        raise InvalidImageError(f"the DICOM pixel data ({name}) cannot be decoded: {exc}") from exc
+        raise InvalidImageError(f"the DICOM pixel data ({name}) cannot be decoded") from exc
     if stored.ndim != 2:
         raise UnsupportedDicomError(f"expected one grayscale frame, got pixel array of shape {stored.shape}")
 
@@ -202,7 +229,9 @@ def decode_dicom(data: bytes, *, max_pixels: int) -> tuple[GrayImage, DicomRefer
     except InvalidImageError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError) as exc:
-        raise InvalidImageError(f"the DICOM's modality or VOI LUT cannot be applied: {exc}") from exc
+        raise InvalidImageError(
+            f"the DICOM's modality or VOI LUT cannot be applied ({type(exc).__name__})"
+        ) from exc
     if photometric == "MONOCHROME1":
         display = 1.0 - display
     pixels = np.rint(np.clip(display, 0.0, 1.0) * 255.0).astype(np.uint8)

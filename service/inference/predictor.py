@@ -283,6 +283,7 @@ class Predictor:
         target: str,
         models: Sequence[str],
         shap_budget: ShapBudget | None = None,
+        max_side: int | None = None,
     ) -> Explanation:
         """Predict one image and explain the target class for each of `models`.
 
@@ -295,10 +296,13 @@ class Predictor:
             target: "predicted" (the classic ensemble's label) or a class name.
             models: The models to explain (see `explanation_request`).
             shap_budget: Required for SHAP.
+            max_side: Render the maps with their longer side at most this (the image's aspect
+                kept); None: at the image's size.
 
         Returns:
             The prediction, the target class, each model's normalised map and the ensemble map
-            (each model's map weighted by its probability of the target), at the image's size.
+            (each model's map weighted by its probability of the target), at the image's size
+            or within `max_side`.
         """
         done = self._run([image], maps_for=models if method == "gradcam" else ())
         (prediction,) = self._combine([image], done)
@@ -311,7 +315,7 @@ class Predictor:
             if shap_budget is None:
                 raise ValueError("SHAP needs a budget")
             small = {name: shap_map(self.models[name], image.pixels, index, shap_budget) for name in models}
-        height, width = image.size
+        height, width = display_size(image.size, max_side)
         per_model = {name: upsample(heatmap, height, width) for name, heatmap in small.items()}
         weights = np.asarray(
             [prediction.models[name].probabilities[index] for name in models], dtype=np.float32
@@ -381,6 +385,15 @@ class Predictor:
             logger.info("shap is not installed: SHAP explanations answer 501")
             return
         logger.info("SHAP warm-up took %.1fs", time.perf_counter() - started)
+
+
+def display_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(height, width) scaled down so that the longer side is at most `max_side` (never up)."""
+    height, width = size
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def cpu_share(settings: Settings) -> int:

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import InvalidImageError, PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+from service.inference import codestream
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ GrayImage = npt.NDArray[np.uint8]
 
 #: Default pixel limit for callers outside the service (training reads trusted files).
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Most scans a JPEG may hold: a progressive JPEG has about ten; each scan is a pass of the decoder.
+DEFAULT_MAX_SCANS = 100
 
 
 class ImageFormat(StrEnum):
@@ -169,8 +172,11 @@ def _pil_to_gray(image: Image.Image) -> GrayImage:
     return np.asarray(image.convert("L"), dtype=np.uint8).copy()
 
 
-def _decode_raster(data: bytes, expected: ImageFormat, max_pixels: int) -> GrayImage:
+def _decode_raster(data: bytes, expected: ImageFormat, max_pixels: int, max_scans: int) -> GrayImage:
     pil_format = "PNG" if expected is ImageFormat.PNG else "JPEG"
+    if expected is ImageFormat.JPEG:
+        # Its scans are counted before decoding: each is a full pass of the decoder.
+        codestream.check(codestream.inspect(data), max_pixels=max_pixels, max_scans=max_scans)
     try:
         with warnings.catch_warnings():
             # The pixel limit below is ours; Pillow's own bomb warning would only duplicate it.
@@ -191,12 +197,19 @@ def _decode_raster(data: bytes, expected: ImageFormat, max_pixels: int) -> GrayI
     except Image.DecompressionBombError as exc:
         raise PayloadTooLargeError(str(exc)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncated and corrupt streams through this mix of exception types.
-        raise InvalidImageError(f"the {expected.value.upper()} data cannot be decoded: {exc}") from exc
+        # Pillow reports truncated and corrupt streams through this mix of exception types; the
+        # problem names the kind, not the library's internals.
+        raise InvalidImageError(
+            f"the {expected.value.upper()} data cannot be decoded ({type(exc).__name__})"
+        ) from exc
 
 
 def decode_image(
-    data: bytes, *, declared: ImageFormat | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes,
+    *,
+    declared: ImageFormat | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_scans: int = DEFAULT_MAX_SCANS,
 ) -> DecodedImage:
     """Decode an upload to 8-bit grayscale at its original size.
 
@@ -204,6 +217,7 @@ def decode_image(
         data: The file's bytes.
         declared: The format the client declared, if any; the bytes' signature wins.
         max_pixels: Largest width x height accepted, checked before the pixels are decoded.
+        max_scans: Most scans a JPEG stream (or a DICOM's JPEG frame) may hold.
 
     Returns:
         The decoded image.
@@ -219,9 +233,11 @@ def decode_image(
             # Imported here so that PNG/JPEG-only callers (training) do not load pydicom.
             from service.inference.dicom import decode_dicom
 
-            pixels, reference = decode_dicom(data, max_pixels=max_pixels)
+            pixels, reference = decode_dicom(data, max_pixels=max_pixels, max_scans=max_scans)
             return DecodedImage(pixels=pixels, format=image_format, dicom=reference)
-        return DecodedImage(pixels=_decode_raster(data, image_format, max_pixels), format=image_format)
+        return DecodedImage(
+            pixels=_decode_raster(data, image_format, max_pixels, max_scans), format=image_format
+        )
     except (RequestError, MemoryError):
         raise
     except Exception as exc:

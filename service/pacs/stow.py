@@ -16,7 +16,7 @@ from typing import Any
 
 import pydicom
 
-from service.errors import InvalidParametersError, UnsupportedMediaTypeError
+from service.errors import InvalidParametersError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 DICOM_JSON = "application/dicom+json"
 
@@ -63,12 +63,23 @@ def _part_content_type(headers: str) -> str:
     return "application/dicom"  # PS3.18 lets a part omit it when the request's type says it
 
 
-def split_parts(body: bytes, content_type: str) -> list[bytes]:
+def read_parts(body: bytes, content_type: str, max_parts: int) -> list[Part]:
+    """Split a STOW-RS body into at most `max_parts` parts and read each one's identity.
+
+    Raises:
+        PayloadTooLargeError: More than `max_parts` parts.
+        UnsupportedMediaTypeError, InvalidParametersError: See `split_parts`.
+    """
+    return [identify(data) for data in split_parts(body, content_type, max_parts=max_parts)]
+
+
+def split_parts(body: bytes, content_type: str, *, max_parts: int | None = None) -> list[bytes]:
     """The DICOM parts of a STOW-RS request body.
 
     Raises:
         UnsupportedMediaTypeError: Not `multipart/related` with `type="application/dicom"`.
         InvalidParametersError: No boundary, or no part.
+        PayloadTooLargeError: More than `max_parts` parts (counted before any is parsed).
     """
     media, params = _parameters(content_type)
     if media != "multipart/related" or params.get("type", "application/dicom").lower() != "application/dicom":
@@ -82,7 +93,13 @@ def split_parts(body: bytes, content_type: str) -> list[bytes]:
     # A delimiter is CRLF "--" boundary at the start of a line (RFC 2046 5.1.1); the CRLF before it
     # belongs to the delimiter, not to the part, and the first one may open the body.
     delimiter = b"\r\n--" + boundary.encode("latin-1")
-    sections = (b"\r\n" + body).split(delimiter)
+    body = b"\r\n" + body
+    # Each part opens with a delimiter, and the close delimiter is one more: count before splitting.
+    if max_parts is not None and body.count(delimiter) - 1 > max_parts:
+        raise PayloadTooLargeError(
+            f"the request has more than {max_parts} parts; send the instances in several requests"
+        )
+    sections = body.split(delimiter)
     parts = []
     # sections[0] is the preamble; the close delimiter is followed by "--", then the epilogue.
     for section in sections[1:]:

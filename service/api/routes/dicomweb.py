@@ -18,6 +18,7 @@ from typing import TypeVar
 import pydicom
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from service.api.deps import ReadyStateDep, SettingsDep, require_api_key
 from service.api.routes._openapi import problems
@@ -32,7 +33,7 @@ from service.api.schemas import (
 from service.api.state import ServiceState
 from service.api.uploads import read_capped
 from service.core.config import Settings
-from service.errors import PayloadTooLargeError, RequestError
+from service.errors import InvalidParametersError, PayloadTooLargeError, RequestError
 from service.inference.dicom import UnsupportedDicomError
 from service.inference.predictor import Prediction
 from service.pacs import stow
@@ -110,7 +111,10 @@ async def store_instances(
     STOW-RS `application/dicom+json` dataset of referenced and failed instances.
     """
     body = await read_capped(request, settings.max_upload_bytes)
-    parts = [stow.identify(data) for data in stow.split_parts(body, request.headers.get("content-type", ""))]
+    # Splitting and parsing every part is CPU work: off the event loop, and the parts counted first.
+    parts = await asyncio.to_thread(
+        stow.read_parts, body, request.headers.get("content-type", ""), settings.max_stow_parts
+    )
     client = PacsClient.from_settings(settings) if settings.pacs_url else None
     outcomes = []
     for part in parts:
@@ -133,11 +137,27 @@ async def store_instances(
     return JSONResponse(document, status_code=status, media_type=stow.DICOM_JSON)
 
 
+def _analyze_request(body: bytes) -> AnalyzeRequest:
+    try:
+        return AnalyzeRequest.model_validate_json(body)
+    except ValidationError as exc:
+        problems_found = "; ".join(
+            f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}" for error in exc.errors()[:5]
+        )
+        raise InvalidParametersError(f"the body is not a valid analyze request: {problems_found}") from None
+
+
 @router.post(
     "/pacs/analyze",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": AnalyzeRequest.model_json_schema()}},
+        }
+    },
     response_model=AnalyzeResponse,
     responses={
-        **problems(401, 422, 503),
+        **problems(401, 413, 422, 503),
         404: {"description": "The study, series or instance is not in the PACS"},
         501: {"description": "No PACS is configured"},
         502: {"description": "The PACS is unreachable, refused the credentials, or failed"},
@@ -145,10 +165,13 @@ async def store_instances(
     },
     summary="Fetch a study (or series, or instance) from the PACS, analyse it, write the results back",
 )
-async def analyze(
-    request: Request, query: AnalyzeRequest, state: ReadyStateDep, settings: SettingsDep
-) -> AnalyzeResponse:
-    """Retrieve the instances over WADO-RS, analyse each image, and STOW the SR and overlay back."""
+async def analyze(request: Request, state: ReadyStateDep, settings: SettingsDep) -> AnalyzeResponse:
+    """Retrieve the instances over WADO-RS, analyse each image, and STOW the SR and overlay back.
+
+    The body is read here, after the API key was checked (a declared body parameter would be read
+    and parsed before any dependency), and only up to `XRAY_MAX_JSON_BYTES`.
+    """
+    query = _analyze_request(await read_capped(request, settings.max_json_bytes))
     client = PacsClient.from_settings(settings)
     instances = InstanceQuery(query.study_instance_uid, query.series_instance_uid, query.sop_instance_uid)
     datasets = await _pacs_call(state, "retrieve", functools.partial(client.retrieve, instances))

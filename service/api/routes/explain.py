@@ -38,6 +38,14 @@ async def explain(
     include_image: Annotated[
         bool, Query(description="Also return the decoded radiograph (`image_png`), e.g. to display a DICOM.")
     ] = False,
+    max_side: Annotated[
+        int | None,
+        Query(
+            ge=64,
+            description="Longest side of the returned maps, overlays and image, in pixels (the image's "
+            "aspect kept, never enlarged); default and maximum: the server's `XRAY_EXPLAIN_MAX_SIDE`.",
+        ),
+    ] = None,
     overlays: Annotated[
         bool,
         Query(
@@ -55,6 +63,10 @@ async def explain(
     the target class.
     """
     settings = state.settings
+    if max_side is not None and max_side > settings.explain_max_side:
+        raise InvalidParametersError(
+            f"max_side {max_side} is above this server's limit of {settings.explain_max_side} pixels"
+        )
     evals = max_evals if max_evals is not None else settings.shap_default_evals
     if method == "shap" and evals > settings.shap_max_evals:
         raise InvalidParametersError(
@@ -71,6 +83,7 @@ async def explain(
         max_evals=evals,
         include_image=include_image,
         overlays=overlays,
+        max_side=max_side or settings.explain_max_side,
     )
     result = rendered.result
     layers = {

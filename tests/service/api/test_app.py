@@ -65,3 +65,13 @@ def test_cors_when_configured(make_client: Callable[..., TestClient], models_dir
         "/predict", headers={"Origin": "https://viewer.example", "Access-Control-Request-Method": "POST"}
     )
     assert response.headers["access-control-allow-origin"] == "https://viewer.example"
+
+
+@pytest.mark.parametrize("path", ["/", "/static/index.html", "/static/app.js", "/static/style.css"])
+def test_the_page_and_every_static_file_carry_the_security_headers(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'self'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"

@@ -118,9 +118,11 @@ def sr_values(report: pydicom.Dataset) -> dict[str, dict[str, Any]]:
                 entry["probabilities"][meaning.removeprefix("Probability of ")] = float(
                     measured.FloatingPointValue
                 )
+            elif child.ValueType == "TEXT" and meaning == "Reason for uncertainty":
+                entry.setdefault("reasons", []).append(child.TextValue)
             elif child.ValueType == "TEXT":
                 entry[meaning] = child.TextValue
-        values[entry.pop("Predictor name")] = entry
+        values[entry.pop("Predictor name", item.ConceptNameCodeSequence[0].CodeMeaning)] = entry
     return values
 
 
@@ -137,6 +139,13 @@ def assert_sr_matches_predict(report: pydicom.Dataset, predicted: dict[str, Any]
             assert values[name]["probabilities"][label] == pytest.approx(probability, abs=1e-12)
     for name in ("classic", "confidence"):
         assert values[name]["Uncertain"] == str(predicted["ensembles"][name]["uncertain"]).lower()
+        assert values[name].get("reasons", []) == predicted["ensembles"][name]["uncertain_reasons"]
+    check = values["Input check"]
+    assert (
+        check["Looks like a frontal chest radiograph"]
+        == str(predicted["input_check"]["in_distribution"]).lower()
+    )
+    assert check["Input check method"] == predicted["input_check"]["method"]
     assert values["confidence"]["Decided by"] == predicted["ensembles"]["confidence"]["decided_by"]
     for name, version in predicted["model_versions"].items():
         assert values[name]["Model version"] == version

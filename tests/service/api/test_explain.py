@@ -62,6 +62,30 @@ def test_maps_per_model_and_ensemble_at_the_image_size(explainer: TestClient) ->
     assert np.abs(heat - expected).max() <= 1 / 255 + 1e-6
 
 
+def test_a_large_image_is_explained_within_max_side_whatever_its_size(
+    make_client: Callable[..., TestClient], make_models: Callable[..., Path]
+) -> None:
+    client = make_client(make_models(SPECS, order=["efficientnet_v2_b2"]), explain_max_side=512)
+    large = png_bytes(gradient(2400, 1000))
+    for extra, expected in (({}, (512, 213)), ({"max_side": "128"}, (128, 53))):
+        response = client.post(
+            "/explain",
+            params={"include_image": "true", **extra},
+            content=large,
+            headers={"Content-Type": "image/png"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert decode(body["image_png"]).shape == expected
+        for explanation in body["explanations"].values():
+            assert (explanation["height"], explanation["width"]) == expected
+            assert decode(explanation["heatmap_png"]).shape == expected
+            assert decode(explanation["overlay_png"]).shape == (*expected, 3)
+    beyond = client.post("/explain?max_side=1024", content=large, headers={"Content-Type": "image/png"})
+    assert beyond.status_code == 422
+    assert "max_side" in beyond.json()["detail"]
+
+
 def test_a_target_with_negative_evidence_gives_an_empty_map(explainer: TestClient) -> None:
     response = explainer.post(
         "/explain?target=normal&models=scratch",

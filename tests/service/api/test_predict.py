@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -316,6 +317,40 @@ class TestErrors:
         after = client.post("/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"})
         assert after.status_code == 200
         assert client.get("/health/ready").status_code == 200
+
+    def test_a_client_that_disconnects_mid_upload_is_counted_apart_and_logged_without_a_traceback(
+        self, client: TestClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        messages = iter([{"type": "http.request", "body": png_bytes(gradient())[:20], "more_body": True}])
+
+        async def receive() -> dict[str, object]:
+            return next(messages, {"type": "http.disconnect"})
+
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"image/png"), (b"content-length", b"100000")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
+        with caplog.at_level(logging.INFO):
+            client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr, arg-type]
+        assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+        metrics = client.get("/metrics").text
+        assert 'xray_requests_total{endpoint="/predict",status="499"} 1.0' in metrics
+        assert 'status="500"' not in metrics
 
     def test_404_and_405_are_problems_too(self, client: TestClient) -> None:
         assert_problem(client.get("/nope"), 404, "not-found")
