@@ -130,7 +130,7 @@ class Settings(BaseSettings):
 
     # Explanations.
     explain_max_side: int = Field(
-        default=2048,
+        default=1024,
         ge=64,
         le=16384,
         description="/explain renders its maps, overlays and image with the longer side at most this "
