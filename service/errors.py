@@ -71,6 +71,14 @@ class InvalidImageError(RequestError):
     title = "The upload is not a decodable image"
 
 
+class ClientGoneError(RequestError):
+    """The client disconnected before its work started: the work is skipped, nothing is sent."""
+
+    status = 499  # nginx's "client closed request": never sent, counted apart from the 5xx
+    slug = "client-closed-request"
+    title = "The client closed the request"
+
+
 class AuthenticationError(RequestError):
     """The API key is missing or wrong."""
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -78,9 +82,28 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
         raise AuthenticationError("the API key is not valid")
 
 
-async def get_upload(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Upload:
-    """The uploaded image, read with the configured byte limit."""
-    return await read_image_upload(request, settings.max_upload_bytes)
+async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
+    # Once the body is read, the next ASGI message is the client's disconnect (or none at all).
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
+
+
+async def get_upload(
+    request: Request, settings: Annotated[Settings, Depends(get_settings)]
+) -> AsyncIterator[Upload]:
+    """The uploaded image, read with the configured byte limit, watched for its client leaving.
+
+    A client that disconnects while its image waits for a worker has its decoding and inference
+    skipped (`Upload.client_gone`): an abandoned request no longer costs the models' time.
+    """
+    upload = await read_image_upload(request, settings.max_upload_bytes)
+    gone = threading.Event()
+    watcher = asyncio.create_task(_watch_disconnect(request, gone))
+    try:
+        yield replace(upload, client_gone=gone.is_set)
+    finally:
+        watcher.cancel()
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -14,8 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from service.api.metrics import Metrics
+from service.api.uploads import never_gone
 from service.core.config import Settings
-from service.errors import InferenceFailedError, OutOfDistributionError, RequestError
+from service.errors import ClientGoneError, InferenceFailedError, OutOfDistributionError, RequestError
 from service.inference.batcher import MicroBatcher
 from service.inference.gradcam import base64_text, encode_png, overlay_rgb, render_all_base64
 from service.inference.predictor import (
@@ -108,20 +109,34 @@ class ServiceState:
         except Exception:
             logger.exception("SHAP warm-up failed; SHAP requests will pay their own start-up")
 
-    def _decode_job(self, data: bytes, declared: ImageFormat | None) -> Callable[[], DecodedImage]:
+    def _decode_job(
+        self, data: bytes, declared: ImageFormat | None, client_gone: Callable[[], bool] = never_gone
+    ) -> Callable[[], DecodedImage]:
         settings = self.settings
-        return lambda: decode_image(
-            data, declared=declared, max_pixels=settings.max_pixels, max_scans=settings.max_jpeg_scans
-        )
+
+        def decode() -> DecodedImage:
+            # Checked when a worker picks the job up: a client that left while it was queued
+            # costs no decoding and no inference.
+            if client_gone():
+                raise ClientGoneError("the client disconnected before its image was decoded")
+            return decode_image(
+                data, declared=declared, max_pixels=settings.max_pixels, max_scans=settings.max_jpeg_scans
+            )
+
+        return decode
 
     async def _on_pool(
-        self, data: bytes, declared: ImageFormat | None, run: Callable[[DecodedImage], T]
+        self,
+        data: bytes,
+        declared: ImageFormat | None,
+        run: Callable[[DecodedImage], T],
+        client_gone: Callable[[], bool] = never_gone,
     ) -> T:
         """Decode the upload and `run` on it, on the bounded inference pool.
 
         A runtime failure becomes a 503 for this request and leaves the service up.
         """
-        decode = self._decode_job(data, declared)
+        decode = self._decode_job(data, declared, client_gone)
 
         def job() -> T:
             image = decode()
@@ -130,18 +145,25 @@ class ServiceState:
 
         return await self.scheduler.run(job)
 
-    async def predict(self, data: bytes, declared: ImageFormat | None) -> Prediction:
+    async def predict(
+        self, data: bytes, declared: ImageFormat | None, client_gone: Callable[[], bool] = never_gone
+    ) -> Prediction:
         """Decode and predict one upload on the bounded inference pool.
 
         Raises:
-            RequestError: A bad upload (4xx), a full queue (503), or a runtime failure (503).
+            RequestError: A bad upload (4xx), a full queue (503), a runtime failure (503), or the
+                client gone before its work started (499, never sent).
         """
         if self.batcher is None:
-            prediction = await self._on_pool(data, declared, lambda image: self.predict_batch([image])[0])
+            prediction = await self._on_pool(
+                data, declared, lambda image: self.predict_batch([image])[0], client_gone
+            )
         else:
             # One slot for the whole request: decoded on the pool, then in the next batch of the models.
             async with self.scheduler.admitted():
-                image = await self.scheduler.execute(self._decode_job(data, declared))
+                image = await self.scheduler.execute(self._decode_job(data, declared, client_gone))
+                if client_gone():
+                    raise ClientGoneError("the client disconnected before its image reached the models")
                 with _runtime_failures("this batch"):
                     prediction = await self.batcher.submit(image)
         self.refuse_out_of_distribution(prediction)
@@ -179,6 +201,7 @@ class ServiceState:
         include_image: bool = False,
         overlays: bool = True,
         max_side: int | None = None,
+        client_gone: Callable[[], bool] = never_gone,
     ) -> RenderedExplanation:
         """Predict one upload with explanation maps, and render each map as base64 PNGs.
 
@@ -203,7 +226,7 @@ class ServiceState:
             timings = {"explain": explained - started, "render": time.perf_counter() - explained}
             return RenderedExplanation(result, pngs, image_png, timings)
 
-        return await self._on_pool(data, declared, run)
+        return await self._on_pool(data, declared, run, client_gone)
 
     async def analyse_dicom(
         self, data: bytes, *, overlay: bool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -27,12 +27,21 @@ _ACCEPTED = (
 )
 
 
+def never_gone() -> bool:
+    """The `client_gone` of an upload whose client is not watched."""
+    return False
+
+
 @dataclass(frozen=True)
 class Upload:
-    """An uploaded file's bytes and the format its sender declared (None when unknown)."""
+    """An uploaded file's bytes and the format its sender declared (None when unknown).
+
+    `client_gone` turns true once the client has disconnected, so that queued work can be skipped.
+    """
 
     data: bytes
     declared: ImageFormat | None
+    client_gone: Callable[[], bool] = never_gone
 
 
 def media_type(content_type: str | None) -> str:

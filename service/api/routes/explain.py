@@ -84,6 +84,7 @@ async def explain(
         include_image=include_image,
         overlays=overlays,
         max_side=max_side or settings.explain_max_side,
+        client_gone=upload.client_gone,
     )
     result = rendered.result
     layers = {

@@ -24,7 +24,7 @@ async def predict(request: Request, state: ReadyStateDep, upload: UploadDep) -> 
 
     Decoding and inference run on the bounded inference pool, never on the event loop.
     """
-    prediction = await state.predict(upload.data, upload.declared)
+    prediction = await state.predict(upload.data, upload.declared, upload.client_gone)
     return json_body(
         PredictResponse.from_prediction(prediction, request.state.request_id),
         {"inference": prediction.inference_seconds},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from service.api import state as state_module
 from service.inference.session import GraphOutputs, OnnxModel
 from tests.factories import dicom_bytes, gradient, jpeg_bytes, pixel_specs, png_bytes
 
@@ -351,6 +353,70 @@ class TestErrors:
         metrics = client.get("/metrics").text
         assert 'xray_requests_total{endpoint="/predict",status="499"} 1.0' in metrics
         assert 'status="500"' not in metrics
+
+    @pytest.mark.parametrize("batch_max_size", [1, 8])
+    def test_a_request_whose_client_left_while_queued_is_never_decoded(
+        self,
+        make_client: Callable[..., TestClient],
+        models_dir: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        batch_max_size: int,
+    ) -> None:
+        client = make_client(models_dir, inference_workers=1, batch_max_size=batch_max_size)
+        started, release = threading.Event(), threading.Event()
+        decoded: list[int] = []
+        original = state_module.decode_image
+
+        def slow_decode(data: bytes, **kwargs: object) -> object:
+            decoded.append(len(data))
+            if len(decoded) == 1:  # the first request holds the only worker
+                started.set()
+                release.wait(10)
+            return original(data, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(state_module, "decode_image", slow_decode)
+        statuses: list[int] = []
+        first = threading.Thread(
+            target=lambda: statuses.append(
+                client.post(
+                    "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+                ).status_code
+            )
+        )
+        first.start()
+        assert started.wait(10)
+        body = png_bytes(gradient(40, 32))
+        messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+        async def receive() -> dict[str, object]:
+            return next(messages, {"type": "http.disconnect"})  # then the client is gone
+
+        async def send(message: dict[str, object]) -> None:
+            pass
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 50001),
+            "server": ("testserver", 80),
+        }
+        abandoned = threading.Thread(target=lambda: client.portal.call(client.app, scope, receive, send))  # type: ignore[union-attr, arg-type]
+        abandoned.start()
+        time.sleep(0.3)  # the abandoned request is queued behind the first, its client already gone
+        release.set()
+        first.join(10)
+        abandoned.join(10)
+        assert statuses == [200]
+        assert decoded == [len(png_bytes(gradient()))]  # the abandoned image was never decoded
+        assert 'xray_requests_total{endpoint="/predict",status="499"} 1.0' in client.get("/metrics").text
 
     def test_404_and_405_are_problems_too(self, client: TestClient) -> None:
         assert_problem(client.get("/nope"), 404, "not-found")
