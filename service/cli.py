@@ -12,7 +12,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.core.config import Settings
 from service.core.logging import configure_logging
@@ -159,19 +159,80 @@ def _explain(args: argparse.Namespace) -> int:
     return status
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Appends each option's default to its help, except where there is none (None: the setting's)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        shown = action.default is not None and action.default is not argparse.SUPPRESS
+        if shown and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose `--help` shows every option's default."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _ShowDefaults)
+        super().__init__(*args, **kwargs)
+
+
+def version_text() -> str:
+    """The package's version and the versions of the models it would serve (read from the manifest)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from service.inference.manifest import load_manifest
+
+    try:
+        package = version("xray-triage")
+    except PackageNotFoundError:  # run from a source tree without installing
+        package = "unknown (not installed)"
+    folder = Settings().models_dir
+    try:
+        manifest = load_manifest(folder)
+    except StartupError as exc:
+        models = f"none loadable from {folder} ({type(exc).__name__})"
+    else:
+        models = ", ".join(f"{entry.name} {entry.version}" for entry in manifest.models) + f" (from {folder})"
+    return f"xray-triage {package}\nmodels: {models}"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: computed when asked for, so that `xray --help` reads no manifest."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        sys.stdout.write(version_text() + "\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `xray`."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xray",
         description="Chest X-ray triage: serve, predict, explain, train, export, evaluate.\n"
         "Not for clinical use.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the package and model versions (XRAY_MODELS_DIR) and exit",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--models-dir", type=Path, help="folder with manifest.json (XRAY_MODELS_DIR)")
         sub.add_argument(
-            "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(XRAY_LOG_LEVEL)"
+            "--models-dir",
+            type=Path,
+            help="folder with manifest.json (XRAY_MODELS_DIR; default: the repository's models/)",
+        )
+        sub.add_argument(
+            "--log-level",
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="log level (XRAY_LOG_LEVEL; default: INFO)",
         )
 
     serve = commands.add_parser("serve", help="run the HTTP service on the models")
@@ -196,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", type=Path, required=True, help="folder; one sub-folder per file")
     explain.add_argument("--target", default="predicted", help="`predicted` or a class name")
     explain.add_argument("--models", help="comma-separated models (default: all the method can explain)")
-    explain.add_argument("--method", choices=("gradcam", "shap"), default="gradcam")
+    explain.add_argument(
+        "--method", choices=("gradcam", "shap"), default="gradcam", help="explanation method"
+    )
     explain.add_argument("--max-evals", type=int, default=300, help="SHAP evaluations per model")
     explain.set_defaults(handler=_explain)
 
@@ -210,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `xray` and return its exit status."""
     args = build_parser().parse_args(argv)
-    if args.command in {"train", "export", "evaluate"}:
+    if args.command in {"train", "export", "evaluate", "fit-input-check"}:
         configure_logging(args.log_level if getattr(args, "log_level", None) else "INFO")
     status: int = args.handler(args)
     return status

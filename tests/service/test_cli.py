@@ -169,3 +169,29 @@ def test_explain_writes_heatmaps_overlays_and_the_prediction(
         main(["explain", "--models-dir", str(models), "--out", str(out), "--target", "covid", str(image)])
         == 2
     )
+
+
+def test_version_names_the_package_and_the_models_it_would_serve(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("XRAY_MODELS_DIR", str(models_dir))
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("xray-triage ")
+    for name in ("scratch", "inception_resnet_v2", "efficientnet_v2_b2"):
+        assert f"{name} 1.0.0-test" in printed
+    monkeypatch.setenv("XRAY_MODELS_DIR", str(models_dir / "absent"))
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "none loadable" in capsys.readouterr().out  # still answers, saying why there are no models
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "serve", "train", "fit-input-check"])
+def test_every_help_shows_the_defaults(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default:" in text
+    assert "default: None" not in text
