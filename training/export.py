@@ -32,6 +32,7 @@ from service.inference.manifest import file_sha256
 from training.architectures import build_model
 from training.architectures.common import INPUT_NAME, LOGITS
 from training.config import CLASSES, TrainConfig
+from training.fused_batchnorm import FusedBatchNormalization
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,12 @@ def build_export_model(run_dir: Path, weights_file: str = "best.keras") -> Expor
     config = load_run_config(run_dir)
     keras.backend.clear_session()  # free earlier graphs; export in float32 whatever the training policy
     keras.mixed_precision.set_global_policy("float32")
-    trained = keras.models.load_model(run_dir / weights_file, compile=False)
+    # A run trained on TensorFlow saved its batch norms as the fused class; only the weights are used.
+    trained = keras.models.load_model(
+        run_dir / weights_file,
+        compile=False,
+        custom_objects={"FusedBatchNormalization": FusedBatchNormalization},
+    )
     built = build_model(config.arch, config.size, len(CLASSES), dropout=config.dropout, weights="none")
     built.model.set_weights(trained.get_weights())
     logits = built.model.output

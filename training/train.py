@@ -40,6 +40,7 @@ from training.architectures import build_model
 from training.architectures.common import BuiltModel
 from training.config import CLASSES, TrainConfig
 from training.data import Record, class_weights, labels_of
+from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
 from training.precision import choose_precision
 
@@ -259,6 +260,9 @@ def _build_from_table(config: TrainConfig) -> BuiltModel:
 
 
 def _compile(model: keras.Model, config: TrainConfig) -> None:
+    fused = fuse_batch_norms(model)  # TensorFlow backend only; the checkpoint's weights are unchanged
+    if fused:
+        logger.info("%d batch-norm layers run on the fused kernel", fused)
     optimizer = keras.optimizers.AdamW(
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
     )
@@ -477,4 +481,7 @@ def fit_network(
     return TrainResult(run_dir, state.best_val_macro_f1, epochs_run, seconds, throughput)
 
 
-CUSTOM_OBJECTS: dict[str, Any] = {"_SmoothedSparseCrossentropy": _SmoothedSparseCrossentropy}
+CUSTOM_OBJECTS: dict[str, Any] = {
+    "_SmoothedSparseCrossentropy": _SmoothedSparseCrossentropy,
+    "FusedBatchNormalization": FusedBatchNormalization,
+}
