@@ -41,6 +41,46 @@ def assert_problem(response, status: int, slug: str) -> dict:  # type: ignore[no
     return body
 
 
+def post_in_background(client: TestClient, statuses: list[int]) -> threading.Thread:
+    """Start a thread that POSTs a gradient PNG to /predict and appends its status."""
+    thread = threading.Thread(
+        target=lambda: statuses.append(
+            client.post(
+                "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
+            ).status_code
+        )
+    )
+    thread.start()
+    return thread
+
+
+def upload_then_leave(client: TestClient, body: bytes, *, declared_length: int, more_body: bool) -> None:
+    """POST `body` to /predict as a raw ASGI client that disconnects right after sending it."""
+    messages = iter([{"type": "http.request", "body": body, "more_body": more_body}])
+
+    async def receive() -> dict[str, object]:
+        return next(messages, {"type": "http.disconnect"})  # then the client is gone
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"image/png"), (b"content-length", str(declared_length).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr, arg-type]
+
+
 class TestAnswer:
     def test_raw_png_gets_every_model_and_both_ensembles(self, client: TestClient) -> None:
         response = client.post(
@@ -279,14 +319,7 @@ class TestErrors:
 
         monkeypatch.setattr(OnnxModel, "run_outputs", slow_run)
         results: list[int] = []
-        busy = threading.Thread(
-            target=lambda: results.append(
-                client.post(
-                    "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
-                ).status_code
-            )
-        )
-        busy.start()
+        busy = post_in_background(client, results)
         assert started.wait(10)
         refused = client.post(
             "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
@@ -323,32 +356,8 @@ class TestErrors:
     def test_a_client_that_disconnects_mid_upload_is_counted_apart_and_logged_without_a_traceback(
         self, client: TestClient, caplog: pytest.LogCaptureFixture
     ) -> None:
-        messages = iter([{"type": "http.request", "body": png_bytes(gradient())[:20], "more_body": True}])
-
-        async def receive() -> dict[str, object]:
-            return next(messages, {"type": "http.disconnect"})
-
-        sent: list[dict[str, object]] = []
-
-        async def send(message: dict[str, object]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/predict",
-            "raw_path": b"/predict",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"content-type", b"image/png"), (b"content-length", b"100000")],
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
         with caplog.at_level(logging.INFO):
-            client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr, arg-type]
+            upload_then_leave(client, png_bytes(gradient())[:20], declared_length=100000, more_body=True)
         assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
         metrics = client.get("/metrics").text
         assert 'xray_requests_total{endpoint="/predict",status="499"} 1.0' in metrics
@@ -376,39 +385,12 @@ class TestErrors:
 
         monkeypatch.setattr(state_module, "decode_image", slow_decode)
         statuses: list[int] = []
-        first = threading.Thread(
-            target=lambda: statuses.append(
-                client.post(
-                    "/predict", content=png_bytes(gradient()), headers={"Content-Type": "image/png"}
-                ).status_code
-            )
-        )
-        first.start()
+        first = post_in_background(client, statuses)
         assert started.wait(10)
         body = png_bytes(gradient(40, 32))
-        messages = iter([{"type": "http.request", "body": body, "more_body": False}])
-
-        async def receive() -> dict[str, object]:
-            return next(messages, {"type": "http.disconnect"})  # then the client is gone
-
-        async def send(message: dict[str, object]) -> None:
-            pass
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/predict",
-            "raw_path": b"/predict",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"content-type", b"image/png"), (b"content-length", str(len(body)).encode())],
-            "client": ("127.0.0.1", 50001),
-            "server": ("testserver", 80),
-        }
-        abandoned = threading.Thread(target=lambda: client.portal.call(client.app, scope, receive, send))  # type: ignore[union-attr, arg-type]
+        abandoned = threading.Thread(
+            target=lambda: upload_then_leave(client, body, declared_length=len(body), more_body=False)
+        )
         abandoned.start()
         time.sleep(0.3)  # the abandoned request is queued behind the first, its client already gone
         release.set()
