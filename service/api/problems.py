@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.errors import AuthenticationError, RequestError
+from service.errors import AuthenticationError, ClientGoneError, RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -92,14 +92,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-#: Not sent to anyone (the client has gone); what the access log and the metrics record, as nginx does.
-CLIENT_CLOSED_REQUEST = 499
-
-
 async def _client_disconnected(request: Request, exc: Exception) -> Response:
     # The client's doing, not a fault of the service: no traceback, and counted apart from 5xx.
     logger.info("the client disconnected before its request was read")
-    return Response(status_code=CLIENT_CLOSED_REQUEST)
+    # Never sent (the client has gone): the status the access log and the metrics record.
+    return Response(status_code=ClientGoneError.status)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -59,6 +59,10 @@ def _text(name: hd.sr.CodedConcept, value: str) -> hd.sr.TextContentItem:
     return hd.sr.TextContentItem(name=name, value=value, relationship_type="CONTAINS")
 
 
+def _number(name: hd.sr.CodedConcept, value: float) -> hd.sr.NumContentItem:
+    return hd.sr.NumContentItem(name=name, value=value, unit=NO_UNITS, relationship_type="CONTAINS")
+
+
 def probability_concept(label: str) -> hd.sr.CodedConcept:
     """The concept of one class's probability, e.g. `P-pneumonia` "Probability of pneumonia"."""
     return _code(f"P-{label}", f"Probability of {label}")
@@ -110,18 +114,9 @@ def _result_container(
 ) -> hd.sr.ContainerContentItem:
     container = hd.sr.ContainerContentItem(name=concept, relationship_type="CONTAINS")
     items: list[hd.sr.ContentItem] = [_text(PREDICTOR_NAME, name), _text(PREDICTED_CLASS, label)]
-    items += [
-        hd.sr.NumContentItem(
-            name=probability_concept(cls), value=value, unit=NO_UNITS, relationship_type="CONTAINS"
-        )
-        for cls, value in probabilities.items()
-    ]
+    items += [_number(probability_concept(cls), value) for cls, value in probabilities.items()]
     container.ContentSequence = hd.sr.ContentSequence([*items, *extra])
     return container
-
-
-def _number(name: hd.sr.CodedConcept, value: float) -> hd.sr.NumContentItem:
-    return hd.sr.NumContentItem(name=name, value=value, unit=NO_UNITS, relationship_type="CONTAINS")
 
 
 def _input_check_container(prediction: Prediction) -> hd.sr.ContainerContentItem:
