@@ -88,6 +88,10 @@ class CheckResult:
     method: str
 
 
+#: The answer of the `none` check (models exported without one): never flags.
+NOT_CHECKED = CheckResult(in_distribution=True, score=0.0, threshold=float("inf"), method=NO_CHECK)
+
+
 @dataclass(frozen=True)
 class InputCheck:
     """The fitted check of one manifest, or the `none` check that never flags."""
@@ -126,7 +130,7 @@ class InputCheck:
             count: Images in the batch.
         """
         if not self.models:
-            return [CheckResult(True, 0.0, self.threshold, self.method)] * count
+            return [NOT_CHECKED] * count
         return [
             CheckResult(bool(score <= self.threshold), float(score), self.threshold, self.method)
             for score in self.scores(views)

@@ -32,7 +32,7 @@ from service.inference.ensemble import (
     decide,
 )
 from service.inference.gradcam import FloatMap, normalise, upsample
-from service.inference.input_check import VIEWS, CheckResult, InputCheck, load_input_check
+from service.inference.input_check import NOT_CHECKED, VIEWS, CheckResult, InputCheck, load_input_check
 from service.inference.manifest import Manifest, load_manifest, verify_model_files
 from service.inference.preprocessing import DecodedImage, DicomReference, resize_gray
 from service.inference.runner import SideBySide, forward
@@ -84,7 +84,7 @@ class Prediction:
     dicom: DicomReference | None = None
     timings: dict[str, float] = field(default_factory=dict)
     inference_seconds: float = 0.0
-    input_check: CheckResult = field(default_factory=lambda: InputCheck.disabled().evaluate({}, 1)[0])
+    input_check: CheckResult = NOT_CHECKED
 
 
 @dataclass(frozen=True)
