@@ -25,7 +25,7 @@ from service.inference.ensemble import calibrated_softmax
 from service.inference.input_check import FEATURES_OUTPUT, INPUT_CHECK_FILE, InputCheck, save_statistics
 from service.inference.manifest import file_sha256
 from service.inference.predictor import Predictor, load_predictor
-from service.inference.preprocessing import ImageFormat, decode_image, resize_gray
+from service.inference.preprocessing import ImageFormat, decode_image, preprocess, resize_gray
 from training import input_check, non_chest
 from training.cache import load_images
 from training.calibration import (
@@ -473,8 +473,10 @@ def fit_input_check_step(
         "mahalanobis": check.threshold,
         "energy": float(np.quantile(val_scores["energy"], pass_rate, method="higher")),
     }
-    val_chests = load_images(split.val, 512, cache_dir)
-    kinds = non_chest_images(dicom_dir, [np.asarray(val_chests[i]) for i in range(0, len(val_chests), 37)])
+    # The chest-derived kinds start from every 37th validation radiograph, decoded as the cache
+    # would at 512 (decoding those few, not caching the whole split at a size nothing else uses).
+    chests = [preprocess(record.path.read_bytes(), 512, 512) for record in split.val[::37]]
+    kinds = non_chest_images(dicom_dir, chests)
     compared: dict[str, dict[str, dict[str, float]]] = {method: {} for method in thresholds}
     for kind, images in kinds.items():
         views, logits = _views_and_logits(
