@@ -94,6 +94,8 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by routes/web.py from the package, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = registry
@@ -109,5 +111,6 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
     app.add_middleware(RequestContextMiddleware, metrics=registry)
     for module in (predict, explain, dicomweb, models, health, metrics, web):
         app.include_router(module.router)
+    app.mount("/static/vendor", web.vendor_files(), name="vendor")  # before /static, which would shadow it
     app.mount("/static", web.static_files(), name="static")
     return app

@@ -91,21 +91,38 @@ function showInputCheck(check) {
     : "";
 }
 
+// One sentence per ensemble, so that a reader knows why the two can answer differently.
+const ENSEMBLE_TEXT = {
+  classic: "The mean of the three models' calibrated probabilities: every model counts equally.",
+  confidence: "A cascade: the models are asked in turn and the first one that is sure enough " +
+    "(top probability at least the manifest's tau) decides alone; if none is, the mean decides.",
+};
+
 function block(name, result, isEnsemble) {
   const section = document.createElement("div");
-  section.className = "decision" + (result.uncertain ? " uncertain" : "");
+  section.className = "decision" + (isEnsemble ? " ensemble" : "") + (result.uncertain ? " uncertain" : "");
   section.dataset.predictor = name;
-  const title = document.createElement("h4");
+  const title = document.createElement(isEnsemble ? "h3" : "h4");
   let text = `${name}: ${result.label} (${result.confidence.toFixed(3)})`;
   if (isEnsemble && result.decided_by) text += ` — decided by ${result.decided_by}`;
-  if (isEnsemble && result.uncertain) {
-    const reasons = (result.uncertain_reasons || []).map((r) => REASON_TEXT[r] || r).join("; ");
-    text += ` — uncertain (${reasons}): needs a human look`;
-  }
   title.textContent = text;
   title.className = "label";
   title.dataset.label = result.label;
-  section.append(title, bars(result.probabilities));
+  if (isEnsemble && result.uncertain) {
+    const reasons = (result.uncertain_reasons || []).map((r) => REASON_TEXT[r] || r).join("; ");
+    const flag = document.createElement("span");
+    flag.className = "flag";
+    flag.textContent = `uncertain (${reasons}): needs a human look`;
+    title.append(" ", flag);
+  }
+  section.append(title);
+  if (isEnsemble && ENSEMBLE_TEXT[name]) {
+    const what = document.createElement("p");
+    what.className = "what";
+    what.textContent = ENSEMBLE_TEXT[name];
+    section.append(what);
+  }
+  section.append(bars(result.probabilities));
   return section;
 }
 

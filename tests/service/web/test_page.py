@@ -8,8 +8,6 @@ saved. A bad file must show the service's problem detail.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,41 +16,11 @@ import pytest
 
 from tests.factories import pixel_specs, png_bytes
 from tests.live_server import LiveServer, live_server
+from tests.service.web.conftest import screenshot
 
 pytestmark = [pytest.mark.slow]
 
 SPECS = pixel_specs(with_maps=True)
-SCREENSHOTS = Path(os.environ.get("XRAY_SCREENSHOT_DIR", "runs/screenshots"))
-
-
-def _browser() -> tuple[str, str] | None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver") or (
-        "/usr/lib/chromium/chromedriver" if Path("/usr/lib/chromium/chromedriver").exists() else None
-    )
-    return (chromium, driver) if chromium and driver else None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    found = _browser()
-    if found is None:
-        reason = "Chromium and chromedriver are not installed (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1100"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -87,13 +55,13 @@ def test_a_real_radiograph_shows_the_predict_answer_and_its_overlays(
     find = browser.find_element  # type: ignore[attr-defined]
     for name, result in (*expected["models"].items(), *expected["ensembles"].items()):
         block = find(By.CSS_SELECTOR, f'.decision[data-predictor="{name}"]')
-        assert block.find_element(By.CSS_SELECTOR, "h4.label").get_attribute("data-label") == result["label"]
+        assert block.find_element(By.CSS_SELECTOR, ".label").get_attribute("data-label") == result["label"]
         shown_values = {
             cell.get_attribute("data-label"): float(cell.get_attribute("data-value"))
             for cell in block.find_elements(By.CSS_SELECTOR, ".probability")
         }
         assert shown_values == pytest.approx(result["probabilities"], abs=1e-9)
-    cascade = find(By.CSS_SELECTOR, '.decision[data-predictor="confidence"] h4').text
+    cascade = find(By.CSS_SELECTOR, '.decision[data-predictor="confidence"] .label').text
     assert f"decided by {expected['ensembles']['confidence']['decided_by']}" in cascade
     assert "Not for clinical use" in find(By.CSS_SELECTOR, ".notice").text
 
@@ -110,10 +78,21 @@ def test_a_real_radiograph_shows_the_predict_answer_and_its_overlays(
     assert find(By.ID, "radiograph").get_attribute("naturalWidth") != "0"
     assert not find(By.ID, "out-of-distribution").is_displayed()  # models without a check never flag
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shot = SCREENSHOTS / "page-result.png"
-    assert browser.save_screenshot(str(shot))  # type: ignore[attr-defined]
-    assert shot.read_bytes().startswith(b"\x89PNG")
+    screenshot(browser, "page-result.png")
+    # At 1280×900 the decision, its uncertainty and what each ensemble means are seen without scrolling.
+    for name in ("classic", "confidence"):
+        block = find(By.CSS_SELECTOR, f'.decision[data-predictor="{name}"]')
+        bottom = browser.execute_script(  # type: ignore[attr-defined]
+            "return arguments[0].getBoundingClientRect().bottom + window.scrollY;", block
+        )
+        assert bottom <= browser.execute_script("return window.innerHeight;")  # type: ignore[attr-defined]
+        assert block.find_element(By.CSS_SELECTOR, ".what").text  # one sentence on what it is
+    what = {
+        name: find(By.CSS_SELECTOR, f'.decision[data-predictor="{name}"] .what').text
+        for name in expected["ensembles"]
+    }
+    assert "mean" in what["classic"]
+    assert "first one that is sure enough" in what["confidence"]
 
 
 def test_an_image_unlike_a_chest_radiograph_is_shown_unmistakably(
@@ -142,10 +121,10 @@ def test_an_image_unlike_a_chest_radiograph_is_shown_unmistakably(
     find = browser.find_element  # type: ignore[attr-defined]
     assert banner.get_attribute("role") == "alert"
     assert "ood" in find(By.ID, "results").get_attribute("class").split()
-    label = find(By.CSS_SELECTOR, '.decision[data-predictor="classic"] h4')
+    label = find(By.CSS_SELECTOR, '.decision[data-predictor="classic"] .label')
     assert "line-through" in label.value_of_css_property("text-decoration")
     assert "not like the training radiographs" in label.text
-    browser.save_screenshot(str(SCREENSHOTS / "page-out-of-distribution.png"))  # type: ignore[attr-defined]
+    screenshot(browser, "page-out-of-distribution.png")
 
 
 def test_a_bad_file_shows_the_service_error(browser: object, server: LiveServer, tmp_path: Path) -> None:
@@ -161,4 +140,4 @@ def test_a_bad_file_shows_the_service_error(browser: object, server: LiveServer,
     assert status == 400
     assert json.loads(content)["detail"] in error.text
     assert browser.find_element(By.ID, "results").is_displayed() is False  # type: ignore[attr-defined]
-    browser.save_screenshot(str(SCREENSHOTS / "page-error.png"))  # type: ignore[attr-defined]
+    screenshot(browser, "page-error.png")
