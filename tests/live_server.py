@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,15 +52,22 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    models_dir: Path | None = None, timeout: float = 120, **settings: str
+    models_dir: Path | None = None,
+    timeout: float = 120,
+    *,
+    arguments: Sequence[str] = (),
+    **settings: str,
 ) -> Iterator[LiveServer]:
-    """Start `xray serve` (the README's command) and wait for /health/ready; SIGTERM it afterwards."""
+    """Start `xray serve [ARGUMENTS]` (the README's command), wait for /health/ready, SIGTERM it after.
+
+    The port is a free one, given as `XRAY_PORT`: `arguments` must not name another.
+    """
     port = free_port()
     env = {**os.environ, "XRAY_HOST": "127.0.0.1", "XRAY_PORT": str(port), "XRAY_LOG_LEVEL": "WARNING"}
     if models_dir is not None:
         env["XRAY_MODELS_DIR"] = str(models_dir)
     env |= {f"XRAY_{key.upper()}": value for key, value in settings.items()}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=REPO, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", *arguments], cwd=REPO, env=env)
     server = LiveServer(port, process)
     try:
         deadline = time.monotonic() + timeout

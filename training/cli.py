@@ -13,21 +13,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from training.config import ARCHITECTURES, SplitConfig, TrainConfig
+from training.config import ARCHITECTURES, MIN_IMAGE_SIZE, SplitConfig, TrainConfig
 from training.precision import PRECISIONS
 
 logger = logging.getLogger("training.cli")
 
-_MISSING = "the training commands need the `training` extra: pip install -e '.[training]'"
 
+def _prepare(args: argparse.Namespace) -> None:
+    """Load the training stack (or exit with what to install) and resolve `--models-dir`'s default."""
+    from training.runtime import load_training_stack
 
-def _require_training_stack() -> None:
-    try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as exc:
-        raise SystemExit(f"{_MISSING} ({exc})") from exc
+    load_training_stack()
+    if args.models_dir is None:  # beside the run, never over the bundled, git-tracked models/
+        args.models_dir = args.runs / "models"
 
 
 def _configs(args: argparse.Namespace) -> list[TrainConfig]:
@@ -53,8 +51,24 @@ def _configs(args: argparse.Namespace) -> list[TrainConfig]:
     }
     # Recipe file first, command-line flags on top.
     return [
-        TrainConfig(arch=arch, **{**recipes.get(arch, {}), **flags}) for arch in args.arch or ARCHITECTURES
+        TrainConfig(arch=arch, **{**recipes.get(arch, {}), **_fitted(arch, flags)})
+        for arch in args.arch or ARCHITECTURES
     ]
+
+
+def _fitted(arch: str, flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags for one network: `--image-size` (given for all) raised to its smallest input.
+
+    A smoke run's `--image-size 32` then trains InceptionResNetV2 at 75, the least it accepts,
+    and says so; a recipe asking one network for less is refused by `TrainConfig`.
+    """
+    size = flags.get("image_size")
+    if size is None or size >= MIN_IMAGE_SIZE[arch]:
+        return flags
+    logger.warning(
+        "--image-size %d is below %s's smallest input: it trains at %d", size, arch, MIN_IMAGE_SIZE[arch]
+    )
+    return {**flags, "image_size": MIN_IMAGE_SIZE[arch]}
 
 
 def _non_chest_dicoms(args: argparse.Namespace) -> Path | None:
@@ -67,7 +81,7 @@ def _split_config(args: argparse.Namespace) -> SplitConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
-    _require_training_stack()
+    _prepare(args)
     from training.model_card import write_model_card
     from training.train import train
     from training.workflow import (
@@ -108,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    _require_training_stack()
+    _prepare(args)
     from training.workflow import export_and_calibrate, fit_input_check_step, prepare_split
 
     split = prepare_split(args.data, args.runs, _split_config(args))
@@ -122,7 +136,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _input_check(args: argparse.Namespace) -> int:
-    _require_training_stack()
+    _prepare(args)
     from training.workflow import fit_input_check_step, prepare_split
 
     split = prepare_split(args.data, args.runs, _split_config(args))
@@ -133,7 +147,7 @@ def _input_check(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    _require_training_stack()
+    _prepare(args)
     from training.model_card import write_model_card
     from training.workflow import choose_ensembles, evaluate_models, prepare_split
 
@@ -168,7 +182,10 @@ def _common(sub: argparse.ArgumentParser) -> None:
         "--runs", type=Path, default=Path("runs"), help="run folder (split, checkpoints, reports)"
     )
     sub.add_argument(
-        "--models-dir", type=Path, default=Path("models"), help="where ONNX files and manifest go"
+        "--models-dir",
+        type=Path,
+        help="where ONNX files and manifest go (default: RUNS/models; serve it with "
+        "`xray serve --models-dir RUNS/models`)",
     )
     sub.add_argument("--cache", type=Path, help="decoded-image cache (default: RUNS/cache)")
     sub.add_argument("--val-fraction", type=float, default=0.15)

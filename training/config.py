@@ -98,6 +98,15 @@ class TrainConfig(BaseModel):
             data.setdefault("precision", "float16" if legacy else "float32")
         return data
 
+    @model_validator(mode="after")
+    def _large_enough(self) -> TrainConfig:
+        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE[self.arch]:
+            raise ValueError(
+                f"image_size {self.image_size} is below {self.arch}'s smallest input, "
+                f"{MIN_IMAGE_SIZE[self.arch]}"
+            )
+        return self
+
     @property
     def size(self) -> int:
         """The input side actually used."""

@@ -10,7 +10,7 @@ from typing import Any
 from service.inference.manifest import MANIFEST_NAME, Manifest
 from training.config import CLASSES
 
-#: SPEC.md's default cascade order, used until the trainer chooses one on validation data.
+#: The contract's default cascade order (docs/api.md), used until the trainer chooses one on validation data.
 DEFAULT_ORDER = ("efficientnet_v2_b2", "inception_resnet_v2")
 
 
@@ -53,7 +53,7 @@ def upsert_model(models_dir: Path, entry: dict[str, Any]) -> Manifest:
         document["ensembles"] = {
             "confidence": {"order": order, "tau": 0.90},
             "abstain_below": 0.5,
-            "selection": {"method": "defaults of SPEC.md; not yet chosen on validation data"},
+            "selection": {"method": "the contract's defaults; not yet chosen on validation data"},
         }
     return write_document(models_dir, document)
 

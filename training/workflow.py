@@ -19,7 +19,6 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from service.core.config import Settings
-from service.core.logging import configure_logging
 from service.errors import RequestError
 from service.inference.ensemble import calibrated_softmax
 from service.inference.input_check import FEATURES_OUTPUT, INPUT_CHECK_FILE, InputCheck, save_statistics
@@ -41,6 +40,7 @@ from training.export import export_run, load_run_config, onnx_logits
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
 from training.metrics import expected_calibration_error
 from training.quantize import quantize_int8
+from training.runtime import worker_initializer
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def in_fresh_process(function: Callable[..., T], /, *args: Any, **kwargs: Any) -
     """
     context = multiprocessing.get_context("spawn")
     level = logging.getLevelName(logging.getLogger().level)
-    with context.Pool(1, initializer=configure_logging, initargs=(level,)) as pool:
+    with context.Pool(1, initializer=worker_initializer, initargs=(level,)) as pool:
         return pool.apply(function, args, kwargs)
 
 

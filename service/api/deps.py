@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.metrics import Metrics
 from service.api.state import ServiceState
@@ -54,17 +55,22 @@ def get_ready_state(state: Annotated[ServiceState, Depends(get_state)]) -> Servi
     return state
 
 
-def _supplied_key(request: Request) -> str | None:
-    header = request.headers.get("x-api-key")
-    if header:
-        return header
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return None
+#: The two ways to send the key, declared as security schemes so that the OpenAPI document (and
+#: the Authorize button of `/docs`) says which operations need one. Neither refuses by itself
+#: (`auto_error=False`): without `XRAY_API_KEY` no key is needed, and `require_api_key` decides.
+_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", scheme_name="apiKey", auto_error=False, description="The key of `XRAY_API_KEY`."
+)
+_BEARER = HTTPBearer(
+    scheme_name="bearer", auto_error=False, description="`Authorization: Bearer <XRAY_API_KEY>`."
+)
 
 
-def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def require_api_key(
+    settings: Annotated[Settings, Depends(get_settings)],
+    header_key: Annotated[str | None, Security(_KEY_HEADER)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+) -> None:
     """Check the API key when one is configured, in constant time.
 
     Raises:
@@ -72,7 +78,7 @@ def require_api_key(request: Request, settings: Annotated[Settings, Depends(get_
     """
     if settings.api_key is None:
         return
-    supplied = _supplied_key(request)
+    supplied = header_key or (bearer.credentials.strip() if bearer else None) or None
     if supplied is None:
         raise AuthenticationError(
             "an API key is required: `Authorization: Bearer <key>` or `X-API-Key: <key>`"

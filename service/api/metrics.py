@@ -1,4 +1,4 @@
-"""Prometheus metrics (names from SPEC.md), on a registry owned by each app instance.
+"""Prometheus metrics (names in docs/api.md), on a registry owned by each app instance.
 
 Labels hold only bounded, non-identifying values: route templates, status codes, model and
 class names. Never a file name, a UID, or anything from the image.

@@ -1,4 +1,4 @@
-"""Response bodies of the HTTP API (and of `xray predict`), as SPEC.md defines them."""
+"""Response bodies of the HTTP API (and of `xray predict`), as docs/api.md defines them."""
 
 from __future__ import annotations
 

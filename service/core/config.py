@@ -38,7 +38,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="XRAY_", extra="ignore", frozen=True)
 
-    models_dir: Path = Field(default_factory=default_models_dir)
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Folder with `manifest.json` and the files it names (ONNX models, input check).",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="When set, every request but health and metrics needs it as "
@@ -46,7 +49,9 @@ class Settings(BaseSettings):
     )
 
     # Limits on what a client may send.
-    max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Largest upload; refused (413) while it is being read."
+    )
     max_pixels: int = Field(
         default=40_000_000,
         gt=0,
@@ -80,7 +85,11 @@ class Settings(BaseSettings):
     )
 
     # Runtime.
-    providers: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cpu"])
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["cpu"],
+        description="onnxruntime execution providers in priority order, comma-separated: `cpu`, `cuda`, "
+        "`tensorrt` (e.g. `cuda,cpu`). A fallback is logged and shown by `/models`, never silent.",
+    )
     strict_providers: bool = Field(
         default=False,
         description="Refuse to start when a requested provider is unavailable instead of "
@@ -91,7 +100,9 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads per onnxruntime session; default: the CPU quota of the container.",
     )
-    inference_workers: int = Field(default=1, ge=1, le=64)
+    inference_workers: int = Field(
+        default=1, ge=1, le=64, description="Threads that decode images and run the models."
+    )
     model_execution: Literal["parallel", "sequential"] = Field(
         default="parallel",
         description="`parallel`: the models of one batch run side by side on the CPU quota's "
@@ -150,7 +161,7 @@ class Settings(BaseSettings):
         default=None, description="DICOMweb root of the PACS, e.g. `http://pacs:8042/dicom-web`."
     )
     pacs_username: str | None = Field(default=None, description="Basic auth user for the PACS.")
-    pacs_password: SecretStr | None = None
+    pacs_password: SecretStr | None = Field(default=None, description="Basic auth password for the PACS.")
     pacs_token: SecretStr | None = Field(
         default=None, description="Bearer token for the PACS (used instead of basic auth)."
     )
@@ -163,11 +174,19 @@ class Settings(BaseSettings):
     )
 
     # HTTP.
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    graceful_shutdown_seconds: int = Field(default=30, ge=0)
+    host: str = Field(default="127.0.0.1", description="Address `xray serve` listens on (also `--host`).")
+    port: int = Field(
+        default=8000, ge=1, le=65535, description="Port `xray serve` listens on (also `--port`)."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; empty: CORS off."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`."
+    )
+    graceful_shutdown_seconds: int = Field(
+        default=30, ge=0, description="How long SIGTERM waits for the requests in flight."
+    )
 
     @field_validator("providers", "cors_origins", mode="before")
     @classmethod

@@ -1,4 +1,4 @@
-"""Calibrated probabilities and the two ensembles of SPEC.md.
+"""Calibrated probabilities and the two ensembles of docs/api.md.
 
 * `classic`: the unweighted mean of the models' probabilities; label = argmax.
 * `confidence`: a cascade; the models in `order` are asked in turn and the first whose top

@@ -41,13 +41,15 @@ class InputSpec(_Strict):
     any further normalisation is inside the exported graph.
     """
 
-    name: str = "image"
-    height: int = Field(gt=0, le=4096)
-    width: int = Field(gt=0, le=4096)
-    channels: Literal[1, 3]
-    dtype: Literal["float32"] = "float32"
-    value_range: tuple[float, float] = (0.0, 255.0)
-    layout: Literal["NHWC", "NCHW"] = "NHWC"
+    name: str = Field(default="image", description="The graph's input name.")
+    height: int = Field(gt=0, le=4096, description="Input height: the service resizes every image to it.")
+    width: int = Field(gt=0, le=4096, description="Input width.")
+    channels: Literal[1, 3] = Field(description="1: gray; 3: the gray image repeated in three channels.")
+    dtype: Literal["float32"] = Field(default="float32", description="The input tensor's type.")
+    value_range: tuple[float, float] = Field(
+        default=(0.0, 255.0), description="The intensities fed; normalisation is inside the graph."
+    )
+    layout: Literal["NHWC", "NCHW"] = Field(default="NHWC", description="The input tensor's layout.")
 
     @model_validator(mode="after")
     def _range_ordered(self) -> InputSpec:
@@ -66,8 +68,13 @@ class OutputSpec(_Strict):
         probabilities: The graph's own softmax output, kept for clients of the raw model.
     """
 
-    logits: str
-    probabilities: str | None = None
+    logits: str = Field(
+        description="Pre-softmax class scores, shape [batch, classes]: the service applies the "
+        "temperature and the softmax itself, so that calibration lives in the manifest."
+    )
+    probabilities: str | None = Field(
+        default=None, description="The graph's own softmax output, for clients of the raw model."
+    )
     class_maps: str | None = Field(
         default=None,
         description="Per-class Grad-CAM maps before ReLU, shape [batch, h, w, classes]: the last "
@@ -90,22 +97,32 @@ class GradCamSpec(_Strict):
 class ModelEntry(_Strict):
     """One exported network."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    version: str = Field(min_length=1)
-    file: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    input: InputSpec
-    outputs: OutputSpec
-    temperature: float = Field(default=1.0, gt=0.0)
-    gradcam: GradCamSpec | None = None
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="The model's name in every answer.")
+    version: str = Field(min_length=1, description="The model's version, in every answer.")
+    file: str = Field(description="The ONNX file, relative to the models folder.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The file's sha256, checked at start-up.")
+    input: InputSpec = Field(description="What the input tensor expects.")
+    outputs: OutputSpec = Field(description="The names of the graph's outputs.")
+    temperature: float = Field(
+        default=1.0, gt=0.0, description="Calibration: the logits are divided by it before the softmax."
+    )
+    gradcam: GradCamSpec | None = Field(default=None, description="Where Grad-CAM's maps come from.")
     quantization: dict[str, Any] | None = Field(
         default=None, description="How the served file was quantized, and how it compares with float."
     )
-    metrics: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
-    framework: dict[str, str] = Field(default_factory=dict)
-    created: datetime | None = None
+    metrics: dict[str, Any] = Field(
+        default_factory=dict, description="Test-split metrics, pooled and per source (by `xray evaluate`)."
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="How it was trained: recipe, precision, epochs, time, curve."
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="The data it was trained on: split counts and fingerprint."
+    )
+    framework: dict[str, str] = Field(
+        default_factory=dict, description="Versions of the libraries that trained and exported it."
+    )
+    created: datetime | None = Field(default=None, description="When it was exported.")
 
     @model_validator(mode="after")
     def _gradcam_output_declared(self) -> ModelEntry:
@@ -125,14 +142,16 @@ class ModelEntry(_Strict):
 class ConfidenceEnsembleSpec(_Strict):
     """The cascade: models asked in `order`; the first whose top probability >= `tau` decides."""
 
-    order: list[str] = Field(min_length=1)
-    tau: float = Field(default=0.90, gt=0.0, le=1.0)
+    order: list[str] = Field(min_length=1, description="The models asked, in turn.")
+    tau: float = Field(
+        default=0.90, gt=0.0, le=1.0, description="The top probability at which a model decides alone."
+    )
 
 
 class EnsembleSpec(_Strict):
     """Settings shared by both ensembles."""
 
-    confidence: ConfidenceEnsembleSpec
+    confidence: ConfidenceEnsembleSpec = Field(description="The cascade.")
     abstain_below: float = Field(
         ge=0.0, le=1.0, description="An ensemble whose top probability is below this is `uncertain`."
     )
@@ -145,9 +164,9 @@ class EnsembleSpec(_Strict):
 class InputCheckSpec(_Strict):
     """The input check: whether an image looks like the chest radiographs the models learnt from."""
 
-    method: Literal["mahalanobis"]
+    method: Literal["mahalanobis"] = Field(description="How images are scored.")
     file: str = Field(description="The statistics file (npz) beside the models.")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The file's sha256, checked at start-up.")
     threshold: float = Field(description="A score above this is out of distribution.")
     selection: dict[str, Any] = Field(
         default_factory=dict, description="How the method and threshold were chosen (data, scores)."
@@ -163,11 +182,15 @@ class InputCheckSpec(_Strict):
 class Manifest(_Strict):
     """The whole `manifest.json`."""
 
-    schema_version: Literal[1] = 1
-    classes: list[str] = Field(min_length=2)
-    models: list[ModelEntry] = Field(min_length=1)
-    ensembles: EnsembleSpec
-    input_check: InputCheckSpec | None = None
+    schema_version: Literal[1] = Field(default=1, description="This contract's version.")
+    classes: list[str] = Field(
+        min_length=2, description="The class names, in the order of every model's outputs."
+    )
+    models: list[ModelEntry] = Field(min_length=1, description="The networks served.")
+    ensembles: EnsembleSpec = Field(description="How the models' answers are combined.")
+    input_check: InputCheckSpec | None = Field(
+        default=None, description="The input check; without it, every answer says `method: none`."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

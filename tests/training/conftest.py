@@ -75,12 +75,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = write_labelled_images(root / "data", per_class=12)
     recipes = root / "recipes.json"
     recipes.write_text(json.dumps({arch: {"image_size": size} for arch, size in TINY_SIZES.items()}))
-    runs, models = root / "runs", root / "models"
-    command = [
+    runs = root / "runs"
+    command = [  # no --models-dir: the default, RUNS/models, is what a user gets
         sys.executable, "-m", "service.cli", "train",
         "--data", str(data),
         "--runs", str(runs),
-        "--models-dir", str(models),
         "--config", str(recipes),
         "--epochs", "1",
         "--batch-size", "8",
@@ -89,4 +88,5 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return {"data": data, "runs": runs, "models": models}
+    (root / "train.log").write_text(result.stderr)
+    return {"data": data, "runs": runs, "models": runs / "models", "log": root / "train.log"}

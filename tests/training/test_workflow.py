@@ -155,3 +155,18 @@ def test_a_run_started_from_another_continues_its_curve(tmp_path: Path) -> None:
         (folder / "state.json").write_text(json.dumps({"history": history}))
     assert training_curve(parent) == [[10.0, 0.5], [20.0, 0.7]]
     assert training_curve(child) == [[10.0, 0.5], [20.0, 0.7], [25.0, 0.72]]
+
+
+def test_the_log_names_the_devices_once_without_native_noise(trained: dict[str, Path]) -> None:
+    from training.runtime import nvidia_driver_present
+
+    log = trained["log"].read_text()
+    assert len([line for line in log.splitlines() if "INFO training.runtime devices: " in line]) == 1
+    assert "Could not find cuda drivers" not in log
+    if not nvidia_driver_present():
+        assert "cuInit" not in log
+        assert "(no NVIDIA driver on this machine)" in log
+
+
+def test_models_go_beside_the_run_by_default_not_over_the_bundle(trained: dict[str, Path]) -> None:
+    assert (trained["runs"] / "models" / "manifest.json").is_file()

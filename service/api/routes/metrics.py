@@ -12,5 +12,5 @@ router = APIRouter(tags=["observability"])
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
 async def metrics(registry: MetricsDep) -> Response:
-    """Every metric of SPEC.md in the Prometheus text format."""
+    """Every metric of docs/api.md in the Prometheus text format."""
     return Response(registry.render(), media_type=CONTENT_TYPE)

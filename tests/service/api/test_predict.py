@@ -1,4 +1,4 @@
-"""POST /predict: the answer on every accepted input, and every error status of SPEC.md."""
+"""POST /predict: the answer on every accepted input, and every error status of docs/api.md."""
 
 from __future__ import annotations
 

@@ -41,3 +41,20 @@ def test_writing_back_a_dataset_with_odd_values_logs_none_of_them(caplog: pytest
         assert not [text for text in texts if secret in text], secret
     withheld = [record for record in caplog.records if "withheld" in record.getMessage()]
     assert {record.name for record in withheld} >= {"py.warnings", "pydicom"}
+
+
+def test_a_decoder_s_error_from_a_child_logger_is_withheld_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    configure_logging(logging.getLevelName(logging.getLogger().level))
+    with caplog.at_level(logging.DEBUG):
+        try:
+            raise RuntimeError("could not decode SMITHSECRET")
+        except RuntimeError:
+            logging.getLogger("pydicom.pixels.decoders.base").exception("decoding %s failed", "SECRETUID")
+        logging.getLogger("service.inference.dicom").info("ours, kept: %s", "as written")
+    decoder, ours = caplog.records
+    assert decoder.getMessage() == "pydicom error withheld: its text may quote DICOM header values"
+    assert decoder.exc_info is None
+    assert ours.getMessage() == "ours, kept: as written"
+    assert not [secret for secret in SECRETS if secret in caplog.text]
