@@ -88,7 +88,7 @@ class AuthenticationError(RequestError):
 
 
 class PayloadTooLargeError(RequestError):
-    """Too many bytes, or an image whose declared dimensions exceed the pixel limit."""
+    """Too many bytes or parts, more pixels than the limit, or a decode that ran past its time limit."""
 
     status = 413
     slug = "payload-too-large"

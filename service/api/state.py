@@ -120,7 +120,12 @@ class ServiceState:
             if client_gone():
                 raise ClientGoneError("the client disconnected before its image was decoded")
             return decode_image(
-                data, declared=declared, max_pixels=settings.max_pixels, max_scans=settings.max_jpeg_scans
+                data,
+                declared=declared,
+                max_pixels=settings.max_pixels,
+                max_scans=settings.max_jpeg_scans,
+                max_seconds=settings.max_decode_seconds,
+                stop=client_gone,
             )
 
         return decode

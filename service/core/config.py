@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         description="Most scans a JPEG (or a DICOM's JPEG frame) may hold, counted before decoding: "
         "each scan is a pass of the decoder, and a progressive JPEG has about ten.",
     )
+    max_decode_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Longest a PNG or JPEG decode may run before it is stopped (413), checked between "
+        "the decoder's 64 KB reads; a DICOM frame is decoded in one call, bounded by the pixel and "
+        "scan limits instead. A decode also stops once its client has gone.",
+    )
 
     # Runtime.
     providers: Annotated[list[str], NoDecode] = Field(

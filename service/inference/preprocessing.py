@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -30,7 +32,13 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import InvalidImageError, PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+from service.errors import (
+    ClientGoneError,
+    InvalidImageError,
+    PayloadTooLargeError,
+    RequestError,
+    UnsupportedMediaTypeError,
+)
 from service.inference import codestream
 
 logger = logging.getLogger(__name__)
@@ -41,6 +49,34 @@ GrayImage = npt.NDArray[np.uint8]
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Most scans a JPEG may hold: a progressive JPEG has about ten; each scan is a pass of the decoder.
 DEFAULT_MAX_SCANS = 100
+
+
+def _never() -> bool:
+    return False
+
+
+class _WatchedBytes(io.BytesIO):
+    """An upload's bytes as Pillow reads them, a block (64 KB) at a time while it decodes.
+
+    Pillow's decoders run in C between reads, so a read is where a decode can be stopped: past
+    its deadline, or once the client that sent it has gone.
+    """
+
+    def __init__(self, data: bytes, deadline: float | None, stop: Callable[[], bool]) -> None:
+        super().__init__(data)
+        self._deadline = deadline
+        self._stop = stop
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise _DecodeStoppedError("deadline")
+        if self._stop():
+            raise _DecodeStoppedError("client gone")
+        return super().read(size)
+
+
+class _DecodeStoppedError(Exception):
+    """Raised from inside Pillow's read loop; mapped to a request error by `_decode_raster`."""
 
 
 class ImageFormat(StrEnum):
@@ -172,16 +208,24 @@ def _pil_to_gray(image: Image.Image) -> GrayImage:
     return np.asarray(image.convert("L"), dtype=np.uint8).copy()
 
 
-def _decode_raster(data: bytes, expected: ImageFormat, max_pixels: int, max_scans: int) -> GrayImage:
+def _decode_raster(
+    data: bytes,
+    expected: ImageFormat,
+    max_pixels: int,
+    max_scans: int,
+    max_seconds: float | None,
+    stop: Callable[[], bool],
+) -> GrayImage:
     pil_format = "PNG" if expected is ImageFormat.PNG else "JPEG"
     if expected is ImageFormat.JPEG:
         # Its scans are counted before decoding: each is a full pass of the decoder.
         codestream.check(codestream.inspect(data), max_pixels=max_pixels, max_scans=max_scans)
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
     try:
         with warnings.catch_warnings():
             # The pixel limit below is ours; Pillow's own bomb warning would only duplicate it.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[pil_format]) as image:
+            with Image.open(_WatchedBytes(data, deadline, stop), formats=[pil_format]) as image:
                 width, height = image.size
                 if width <= 0 or height <= 0:
                     raise InvalidImageError("the image has no pixels")
@@ -194,6 +238,12 @@ def _decode_raster(data: bytes, expected: ImageFormat, max_pixels: int, max_scan
                 return _pil_to_gray(oriented)
     except (InvalidImageError, PayloadTooLargeError):
         raise
+    except _DecodeStoppedError as stopped:
+        if str(stopped) == "deadline":
+            raise PayloadTooLargeError(
+                f"decoding the {expected.value.upper()} image took longer than the limit of {max_seconds:g} s"
+            ) from None
+        raise ClientGoneError("the client disconnected while its image was being decoded") from None
     except Image.DecompressionBombError as exc:
         raise PayloadTooLargeError(str(exc)) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -210,6 +260,8 @@ def decode_image(
     declared: ImageFormat | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_scans: int = DEFAULT_MAX_SCANS,
+    max_seconds: float | None = None,
+    stop: Callable[[], bool] = _never,
 ) -> DecodedImage:
     """Decode an upload to 8-bit grayscale at its original size.
 
@@ -218,14 +270,20 @@ def decode_image(
         declared: The format the client declared, if any; the bytes' signature wins.
         max_pixels: Largest width x height accepted, checked before the pixels are decoded.
         max_scans: Most scans a JPEG stream (or a DICOM's JPEG frame) may hold.
+        max_seconds: Longest a PNG or JPEG decode may run, checked between the decoder's reads
+            (None: no limit). A DICOM frame is decoded in one call, which its pixel and scan
+            limits bound instead.
+        stop: Returns true once the result is no longer wanted (its client has gone); checked
+            where `max_seconds` is.
 
     Returns:
         The decoded image.
 
     Raises:
         InvalidImageError: Empty, truncated, corrupt, or not an image.
-        PayloadTooLargeError: More pixels than `max_pixels`.
+        PayloadTooLargeError: More pixels than `max_pixels`, or decoding past `max_seconds`.
         UnsupportedMediaTypeError: An image container the service does not read.
+        ClientGoneError: `stop` turned true during the decode.
     """
     image_format = resolve_format(data, declared)
     try:
@@ -236,7 +294,8 @@ def decode_image(
             pixels, reference = decode_dicom(data, max_pixels=max_pixels, max_scans=max_scans)
             return DecodedImage(pixels=pixels, format=image_format, dicom=reference)
         return DecodedImage(
-            pixels=_decode_raster(data, image_format, max_pixels, max_scans), format=image_format
+            pixels=_decode_raster(data, image_format, max_pixels, max_scans, max_seconds, stop),
+            format=image_format,
         )
     except (RequestError, MemoryError):
         raise

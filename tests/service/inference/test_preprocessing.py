@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import InvalidImageError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.errors import ClientGoneError, InvalidImageError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.inference.preprocessing import (
     ImageFormat,
     decode_image,
@@ -162,3 +163,34 @@ def test_an_unforeseen_decoder_failure_is_still_a_client_error(monkeypatch: pyte
     monkeypatch.setattr(preprocessing, "_decode_raster", explode)
     with pytest.raises(InvalidImageError, match="PNG data cannot be decoded"):
         decode_image(png_bytes(gradient()))
+
+
+def _noise(side: int) -> np.ndarray:
+    return np.random.default_rng(7).integers(0, 256, (side, side), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("encode", [png_bytes, jpeg_bytes], ids=["png", "jpeg"])
+def test_a_decode_past_its_deadline_is_stopped_between_reads(
+    encode: Callable[[np.ndarray], bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = encode(_noise(1024))  # hundreds of kB: the decoder reads it in several 64 kB blocks
+    decode_image(data, max_seconds=1.0)  # in time, it decodes
+    clock = iter(float(second) for second in range(1000))  # every look at the clock, a second later
+    monkeypatch.setattr("service.inference.preprocessing.time.monotonic", lambda: next(clock))
+    with pytest.raises(PayloadTooLargeError, match=r"took longer than the limit of 2\.5 s"):
+        decode_image(data, max_seconds=2.5)
+    assert next(clock) < 10  # stopped after a few reads, not after the whole stream
+
+
+@pytest.mark.parametrize("encode", [png_bytes, jpeg_bytes], ids=["png", "jpeg"])
+def test_a_decode_stops_once_its_client_has_gone(encode: Callable[[np.ndarray], bytes]) -> None:
+    data = encode(_noise(1024))
+    asked = []
+
+    def gone() -> bool:
+        asked.append(True)
+        return len(asked) >= 3  # the client leaves during the decode
+
+    with pytest.raises(ClientGoneError):
+        decode_image(data, stop=gone)
+    assert len(asked) == 3
