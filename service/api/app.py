@@ -19,6 +19,7 @@ from service.api.routes import dicomweb, explain, health, metrics, models, predi
 from service.api.state import ServiceState
 from service.core.config import Settings
 from service.core.logging import withhold_dicom_values
+from service.core.memory import glibc_malloc_trim, trim_heap_when_idle
 from service.inference.batcher import MicroBatcher
 from service.inference.predictor import Predictor, load_predictor
 from service.inference.scheduler import InferenceScheduler
@@ -73,14 +74,25 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
         registry.track_queue(lambda: scheduler.pending, scheduler.capacity)
         app.state.xray = state
         warm_up = asyncio.create_task(state.warm_up())
+        background = [warm_up]
+        trim = glibc_malloc_trim()
+        if trim is not None:
+            background.append(
+                asyncio.create_task(
+                    trim_heap_when_idle(
+                        pending=lambda: scheduler.pending, completed=lambda: scheduler.completed, trim=trim
+                    )
+                )
+            )
         try:
             yield
         finally:
             state.readiness.ready = False
             registry.ready.set(0)
-            warm_up.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warm_up
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             # uvicorn has stopped accepting and drained the open requests by now; let any job
             # still on the pool finish rather than cut it off.
             await asyncio.to_thread(scheduler.shutdown, wait=True)

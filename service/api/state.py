@@ -95,7 +95,7 @@ class ServiceState:
     async def warm_up(self) -> None:
         """Run the warm-up inference off the event loop, then mark the service ready."""
         try:
-            await asyncio.to_thread(self.predictor.warm_up)
+            await asyncio.to_thread(self.predictor.warm_up, self.settings.batch_max_size)
         except Exception as exc:
             self.readiness.error = f"warm-up failed: {exc}"
             logger.exception("warm-up failed; the service stays unready")

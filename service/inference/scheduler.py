@@ -35,12 +35,18 @@ class InferenceScheduler:
         self._workers = workers
         self._max_pending = max_pending
         self._pending = 0
+        self._completed = 0
         self._mean_seconds = 0.0
 
     @property
     def pending(self) -> int:
         """Jobs admitted and not yet finished (queued or running)."""
         return self._pending
+
+    @property
+    def completed(self) -> int:
+        """Jobs finished so far, successfully or not."""
+        return self._completed
 
     @property
     def capacity(self) -> int:
@@ -60,6 +66,7 @@ class InferenceScheduler:
             else ((1 - _EWMA_ALPHA) * self._mean_seconds + _EWMA_ALPHA * elapsed)
         )
         self._pending -= 1
+        self._completed += 1
 
     def _admit(self) -> float:
         if self._pending >= self._max_pending:

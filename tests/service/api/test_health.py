@@ -20,10 +20,10 @@ def test_ready_only_after_warm_up(
     gate, entered = threading.Event(), threading.Event()
     original = Predictor.warm_up
 
-    def gated_warm_up(self: Predictor) -> None:
+    def gated_warm_up(self: Predictor, batch_size: int = 1) -> None:
         entered.set()
         gate.wait(10)
-        original(self)
+        original(self, batch_size)
 
     monkeypatch.setattr(Predictor, "warm_up", gated_warm_up)
     client = make_client(models_dir, ready=False)
@@ -60,7 +60,7 @@ def test_ready_only_after_warm_up(
 def test_failed_warm_up_keeps_the_service_unready_with_the_reason(
     make_client: Callable[..., TestClient], models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: Predictor) -> None:
+    def broken(self: Predictor, batch_size: int = 1) -> None:
         raise RuntimeError("simulated warm-up failure")
 
     monkeypatch.setattr(Predictor, "warm_up", broken)

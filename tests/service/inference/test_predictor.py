@@ -86,3 +86,28 @@ def test_side_by_side_gives_the_same_answers_as_one_after_another_on_model_threa
     finally:
         sequential.close()
         parallel.close()
+
+
+@pytest.mark.parametrize("execution", ["parallel", "sequential"])
+def test_the_warm_up_runs_one_full_batch_through_the_request_path(
+    make_models: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, execution: str
+) -> None:
+    predictor = load_predictor(Settings(models_dir=make_models(pixel_specs()), model_execution=execution))  # type: ignore[arg-type]
+    batches: list[int] = []
+    original = OnnxModel.run_outputs
+
+    def recording(self: OnnxModel, batch: np.ndarray, **asked: bool) -> GraphOutputs:
+        batches.append(batch.shape[0])
+        return original(self, batch, **asked)
+
+    monkeypatch.setattr(OnnxModel, "run_outputs", recording)
+    try:
+        predictor.warm_up(batch_size=1)
+        assert batches == [1, 1, 1]  # each model once
+        batches.clear()
+        predictor.warm_up(batch_size=8)
+        # each model once, then eight images through every model (split among threads or not)
+        assert batches[:3] == [1, 1, 1]
+        assert sum(batches[3:]) == 8 * 3
+    finally:
+        predictor.close()

@@ -1,0 +1,109 @@
+"""Resident memory of `xray serve` before and after load: does it grow, and does it keep growing?
+
+    python -m bench.memory_growth --models-dir models --image examples/chest.jpg
+
+Starts `xray serve`, sends a few requests and waits until the resident size has settled (the
+SHAP warm-up loads its libraries in the background after readiness), sends the bad-input corpus
+of the tests three times, then `--clients` concurrent clients of `/predict` for `--seconds`,
+twice, and waits `--settle` seconds after each (the service trims its heap once idle). Prints the
+resident size at each point and the growth (target: under 10 %; the second load should add
+nothing: a plateau, not a leak). Writes JSON too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from pathlib import Path
+
+from bench.report import publish
+from bench.server import Server
+
+
+def _rss_mb(server: Server) -> int:
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    raise RuntimeError("no VmRSS")
+
+
+def _settled_rss_mb(server: Server, quiet_seconds: float = 5.0) -> int:
+    """The resident size once it has moved by at most 2 MB for `quiet_seconds`."""
+    since, previous = time.monotonic(), _rss_mb(server)
+    while time.monotonic() - since < quiet_seconds:
+        time.sleep(1.0)
+        now = _rss_mb(server)
+        if abs(now - previous) > 2:
+            since = time.monotonic()
+        previous = now
+    return previous
+
+
+def _load(server: Server, body: bytes, clients: int, seconds: float) -> int:
+    """`clients` threads posting `body` to /predict for `seconds`; the number of answers."""
+    stop = time.monotonic() + seconds
+    answered = [0] * clients
+
+    def client(index: int) -> None:
+        while time.monotonic() < stop:
+            try:
+                server.request("POST", "/predict", body)
+                answered[index] += 1
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(answered)
+
+
+def main() -> None:
+    """Run the benchmark and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--image", type=Path, default=Path("examples/chest.jpg"))
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--settle", type=float, default=8.0)
+    parser.add_argument("--json", type=Path, default=Path("runs/bench/memory_growth.json"))
+    args = parser.parse_args()
+    from tests.service.api.test_bad_input_corpus import CORPUS
+
+    body = args.image.read_bytes()
+    server = Server(args.models_dir)
+    try:
+        for _ in range(30):
+            server.request("POST", "/predict", body)
+        rows = [
+            {"point": "ready, after 30 requests, settled", "rss_mb": _settled_rss_mb(server), "answers": 30}
+        ]
+        for _ in range(3):
+            for _name, bad, content_type, _status, _slug in CORPUS:
+                server.request("POST", "/predict", bad, content_type or "application/octet-stream")
+        rows.append(
+            {"point": "after the bad-input corpus x3", "rss_mb": _rss_mb(server), "answers": 3 * len(CORPUS)}
+        )
+        for turn in ("first", "second"):
+            answers = _load(server, body, args.clients, args.seconds)
+            time.sleep(args.settle)
+            rows.append(
+                {
+                    "point": f"{turn} load ({args.clients} clients, {args.seconds:g} s), then idle",
+                    "rss_mb": _rss_mb(server),
+                    "answers": answers,
+                }
+            )
+    finally:
+        server.stop()
+    start = rows[0]["rss_mb"]
+    for row in rows:
+        row["growth_vs_ready"] = f"{100 * (int(row['rss_mb']) / int(start) - 1):+.1f} %"
+    publish(f"Resident memory of xray serve, models in {args.models_dir}", rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
