@@ -1,9 +1,9 @@
 """Giving the heap's free memory back to the system once a burst of requests is over.
 
-Measured with `xray serve` and 32 clients of `/predict` (script in issue 17's note): the resident
-size rose 14 % and stayed there, a plateau rather than a leak, and glibc's `malloc_trim(0)` gave
-back most of it. The memory was free inside the allocator (the many threads' arenas keep the
-pages of freed request buffers), not held by the service. So after work, once the queue has
+Measured with `python -m bench.memory_growth` (32 clients of `/predict`): the resident size rose
+14 % and stayed there, a plateau rather than a leak, and glibc's `malloc_trim(0)`, called from a
+debugger, gave back two thirds of it. That memory was free inside the allocator (the threads'
+arenas keep the pages of freed request buffers), not held by the service. So after work, once the queue has
 drained and stayed empty for a moment, the service trims the heap, in a worker thread: the call
 walks every arena, which takes milliseconds and must not hold the event loop. (Capping glibc's
 arenas at the CPU quota, as `MALLOC_ARENA_MAX` does, made no difference measurable here.)
