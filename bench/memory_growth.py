@@ -21,25 +21,6 @@ from bench.report import publish
 from bench.server import Server
 
 
-def _rss_mb(server: Server) -> int:
-    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) // 1024
-    raise RuntimeError("no VmRSS")
-
-
-def _settled_rss_mb(server: Server, quiet_seconds: float = 5.0) -> int:
-    """The resident size once it has moved by at most 2 MB for `quiet_seconds`."""
-    since, previous = time.monotonic(), _rss_mb(server)
-    while time.monotonic() - since < quiet_seconds:
-        time.sleep(1.0)
-        now = _rss_mb(server)
-        if abs(now - previous) > 2:
-            since = time.monotonic()
-        previous = now
-    return previous
-
-
 def _load(server: Server, body: bytes, clients: int, seconds: float) -> int:
     """`clients` threads posting `body` to /predict for `seconds`; the number of answers."""
     stop = time.monotonic() + seconds
@@ -79,13 +60,13 @@ def main() -> None:
         for _ in range(30):
             server.request("POST", "/predict", body)
         rows = [
-            {"point": "ready, after 30 requests, settled", "rss_mb": _settled_rss_mb(server), "answers": 30}
+            {"point": "ready, after 30 requests, settled", "rss_mb": server.settled_rss_mb(), "answers": 30}
         ]
         for _ in range(3):
             for _name, bad, content_type, _status, _slug in CORPUS:
                 server.request("POST", "/predict", bad, content_type or "application/octet-stream")
         rows.append(
-            {"point": "after the bad-input corpus x3", "rss_mb": _rss_mb(server), "answers": 3 * len(CORPUS)}
+            {"point": "after the bad-input corpus x3", "rss_mb": server.rss_mb(), "answers": 3 * len(CORPUS)}
         )
         for turn in ("first", "second"):
             answers = _load(server, body, args.clients, args.seconds)
@@ -93,7 +74,7 @@ def main() -> None:
             rows.append(
                 {
                     "point": f"{turn} load ({args.clients} clients, {args.seconds:g} s), then idle",
-                    "rss_mb": _rss_mb(server),
+                    "rss_mb": server.rss_mb(),
                     "answers": answers,
                 }
             )

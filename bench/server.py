@@ -49,6 +49,28 @@ class Server:
         finally:
             connection.close()
 
+    def rss_mb(self) -> int:
+        """The server's resident memory now (VmRSS), MB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+        raise RuntimeError("no VmRSS")
+
+    def settled_rss_mb(self, quiet_seconds: float = 5.0) -> int:
+        """Wait until the resident size has moved by at most 2 MB for `quiet_seconds`; return it.
+
+        After readiness the service still warms SHAP up in the background (imports shap, numba
+        and llvmlite, and compiles): measuring beside that measures the compiler.
+        """
+        since, previous = time.monotonic(), self.rss_mb()
+        while time.monotonic() - since < quiet_seconds:
+            time.sleep(1.0)
+            now = self.rss_mb()
+            if abs(now - previous) > 2:
+                since = time.monotonic()
+            previous = now
+        return previous
+
     def peak_rss_mb(self) -> float:
         """The server's peak resident memory (VmHWM), MB."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
