@@ -69,14 +69,18 @@ class _WatchedBytes(io.BytesIO):
 
     def read(self, size: int | None = -1, /) -> bytes:
         if self._deadline is not None and time.monotonic() > self._deadline:
-            raise _DecodeStoppedError("deadline")
+            raise _DecodeStoppedError(past_deadline=True)
         if self._stop():
-            raise _DecodeStoppedError("client gone")
+            raise _DecodeStoppedError(past_deadline=False)
         return super().read(size)
 
 
 class _DecodeStoppedError(Exception):
     """Raised from inside Pillow's read loop; mapped to a request error by `_decode_raster`."""
+
+    def __init__(self, *, past_deadline: bool) -> None:
+        super().__init__("past the decode deadline" if past_deadline else "the client has gone")
+        self.past_deadline = past_deadline
 
 
 class ImageFormat(StrEnum):
@@ -239,7 +243,7 @@ def _decode_raster(
     except (InvalidImageError, PayloadTooLargeError):
         raise
     except _DecodeStoppedError as stopped:
-        if str(stopped) == "deadline":
+        if stopped.past_deadline:
             raise PayloadTooLargeError(
                 f"decoding the {expected.value.upper()} image took longer than the limit of {max_seconds:g} s"
             ) from None
