@@ -78,13 +78,15 @@ def require_api_key(
     """
     if settings.api_key is None:
         return
-    supplied = header_key or (bearer.credentials.strip() if bearer else None) or None
-    if supplied is None:
+    supplied = [key for key in (header_key, bearer.credentials.strip() if bearer else None) if key]
+    if not supplied:
         raise AuthenticationError(
             "an API key is required: `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )
     expected = settings.api_key.get_secret_value().encode("utf-8")
-    if not hmac.compare_digest(supplied.encode("utf-8"), expected):
+    # Both ways may be sent at once; then both must hold the key, so that a wrong credential is
+    # never hidden behind a right one.
+    if not all(hmac.compare_digest(key.encode("utf-8"), expected) for key in supplied):
         raise AuthenticationError("the API key is not valid")
 
 

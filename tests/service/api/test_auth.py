@@ -26,8 +26,13 @@ def predict(client: TestClient, **headers: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     "headers",
-    [{"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}, {"Authorization": f"bearer {KEY}"}],
-    ids=["bearer", "x-api-key", "lower-case-scheme"],
+    [
+        {"Authorization": f"Bearer {KEY}"},
+        {"X-API-Key": KEY},
+        {"Authorization": f"bearer {KEY}"},
+        {"Authorization": f"Bearer {KEY}", "X-API-Key": KEY},
+    ],
+    ids=["bearer", "x-api-key", "lower-case-scheme", "both-right"],
 )
 def test_accepted_forms(secured: TestClient, headers: dict[str, str]) -> None:
     assert predict(secured, **headers).status_code == 200
@@ -36,8 +41,22 @@ def test_accepted_forms(secured: TestClient, headers: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": KEY[:-1]}, {"Authorization": f"Basic {KEY}"}],
-    ids=["missing", "wrong", "prefix", "wrong-scheme"],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": KEY[:-1]},
+        {"Authorization": f"Basic {KEY}"},
+        {"X-API-Key": KEY, "Authorization": "Bearer wrong"},  # a right key does not hide a wrong one
+        {"X-API-Key": "wrong", "Authorization": f"Bearer {KEY}"},
+    ],
+    ids=[
+        "missing",
+        "wrong",
+        "prefix",
+        "wrong-scheme",
+        "right-header-wrong-bearer",
+        "wrong-header-right-bearer",
+    ],
 )
 def test_refused_with_401_problem(secured: TestClient, headers: dict[str, str]) -> None:
     response = predict(secured, **headers)

@@ -22,15 +22,22 @@ from tests.live_server import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
 
+#: The service runs with a key, so that the document's security schemes are exercised too:
+#: schemathesis also sends each authenticated case without it and expects the 401.
+KEY = "schemathesis-key-0123456789"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     folder = write_models_dir(Path(tmp_path_factory.mktemp("schemathesis")) / "models", default_specs())
-    with live_server(folder) as started:
+    with live_server(folder, api_key=KEY) as started:
         # The first SHAP call in a process compiles shap's numba code (seconds); the service does
         # it in the background after readiness. Wait for it, so timings below are the service's.
         status, _, _ = started.request(
-            "POST", "/explain?method=shap&max_evals=10", png_bytes(gradient()), {"Content-Type": "image/png"}
+            "POST",
+            "/explain?method=shap&max_evals=10",
+            png_bytes(gradient()),
+            {"Content-Type": "image/png", "X-API-Key": KEY},
         )
         assert status == 200
         yield started
@@ -57,6 +64,8 @@ def test_every_operation_conforms_to_its_document(server: LiveServer) -> None:
                 # No PACS here: 501 is this route's documented answer (status conformance still
                 # checks that it is documented).
                 excluded.append(not_a_server_error)
-            case.call_and_validate(base_url=server.url, excluded_checks=excluded, timeout=60)
+            case.call_and_validate(
+                base_url=server.url, headers={"X-API-Key": KEY}, excluded_checks=excluded, timeout=60
+            )
 
         conforms()
