@@ -31,6 +31,7 @@ from PIL import Image
 
 from bench.report import publish
 from bench.server import Server
+from tests.factories import jpeg_bytes
 
 KEY = "k" * 32
 
@@ -60,16 +61,10 @@ Send = Callable[[], tuple[Any, int]]
 
 def _post(server: Server, path: str, body: bytes, content_type: str, key: bool = True) -> Send:
     def send() -> tuple[Any, int]:
-        import http.client
-
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
-        try:
-            headers = {"Content-Type": content_type, **({"X-API-Key": KEY} if key else {})}
-            connection.request("POST", path, body=body, headers=headers)
-            response = connection.getresponse()
-            return response.status, len(response.read())
-        finally:
-            connection.close()
+        status, _, answer = server.request(
+            "POST", path, body, content_type, extra_headers={"X-API-Key": KEY} if key else None
+        )
+        return status, len(answer)
 
     return send
 
@@ -164,7 +159,10 @@ def attacks(server: Server, dicom: Path | None) -> dict[str, Callable[[], Send]]
         ),
         "request head of 60 MiB": lambda: _header(server, 60),
         "/explain, 6324² JPEG (40 MP)": lambda: _post(
-            server, "/explain", _jpeg(noise.integers(0, 256, (6324, 6324), np.uint8)), "image/jpeg"
+            server,
+            "/explain",
+            jpeg_bytes(noise.integers(0, 256, (6324, 6324), np.uint8), quality=30),
+            "image/jpeg",
         ),
     }
     if dicom is not None:
@@ -180,12 +178,6 @@ def attacks(server: Server, dicom: Path | None) -> dict[str, Callable[[], Send]]
                 )
             )
     return table
-
-
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=30)
-    return buffer.getvalue()
 
 
 def measure(server: Server, name: str, send: Send) -> dict[str, Any]:

@@ -13,33 +13,11 @@ nothing: a plateau, not a leak). Writes JSON too.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from pathlib import Path
 
 from bench.report import publish
-from bench.server import Server
-
-
-def _load(server: Server, body: bytes, clients: int, seconds: float) -> int:
-    """`clients` threads posting `body` to /predict for `seconds`; the number of answers."""
-    stop = time.monotonic() + seconds
-    answered = [0] * clients
-
-    def client(index: int) -> None:
-        while time.monotonic() < stop:
-            try:
-                server.request("POST", "/predict", body)
-                answered[index] += 1
-            except OSError:
-                pass
-
-    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(answered)
+from bench.server import Server, throughput
 
 
 def main() -> None:
@@ -60,22 +38,26 @@ def main() -> None:
         for _ in range(30):
             server.request("POST", "/predict", body)
         rows = [
-            {"point": "ready, after 30 requests, settled", "rss_mb": server.settled_rss_mb(), "answers": 30}
+            {
+                "point": "ready, after 30 requests, settled",
+                "rss_mb": server.settled_rss_mb(),
+                "requests_per_s": "—",
+            }
         ]
         for _ in range(3):
             for _name, bad, content_type, _status, _slug in CORPUS:
                 server.request("POST", "/predict", bad, content_type or "application/octet-stream")
         rows.append(
-            {"point": "after the bad-input corpus x3", "rss_mb": server.rss_mb(), "answers": 3 * len(CORPUS)}
+            {"point": "after the bad-input corpus x3", "rss_mb": server.rss_mb(), "requests_per_s": "—"}
         )
         for turn in ("first", "second"):
-            answers = _load(server, body, args.clients, args.seconds)
+            rate = throughput(server, body, args.clients, args.seconds)
             time.sleep(args.settle)
             rows.append(
                 {
                     "point": f"{turn} load ({args.clients} clients, {args.seconds:g} s), then idle",
                     "rss_mb": server.rss_mb(),
-                    "answers": answers,
+                    "requests_per_s": round(rate, 1),
                 }
             )
     finally:

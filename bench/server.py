@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,12 +38,18 @@ class Server:
             time.sleep(0.2)
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str = "image/jpeg"
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "image/jpeg",
+        extra_headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """One request on a fresh connection: status, headers (lower-case names), body."""
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         try:
-            connection.request(method, path, body=body, headers={"Content-Type": content_type})
+            sent = {"Content-Type": content_type, **(extra_headers or {})}
+            connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
             headers = {name.lower(): value for name, value in response.getheaders()}
             return response.status, headers, response.read()
@@ -82,3 +89,23 @@ class Server:
         """SIGTERM, then wait."""
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
+
+
+def throughput(server: Server, body: bytes, clients: int, seconds: float) -> float:
+    """Requests per second of /predict with `clients` concurrent closed-loop clients."""
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+
+    def client(index: int) -> None:
+        while time.monotonic() < stop:
+            status, _, _ = server.request("POST", "/predict", body)
+            if status == 200:
+                counts[index] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)

@@ -25,7 +25,6 @@ import logging
 import os
 import platform
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from bench.report import publish
-from bench.server import Server
+from bench.server import Server, throughput
 from bench.timing import compared_seconds, median_seconds
 from service.core.config import Settings
 from service.inference.manifest import load_manifest
@@ -186,26 +185,6 @@ def latency(server: Server, path: str, body: bytes, repeat: int) -> dict[str, fl
         "p50_ms": 1000 * statistics.median(times),
         "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))],
     }
-
-
-def throughput(server: Server, body: bytes, clients: int, seconds: float) -> float:
-    """Requests per second of /predict with `clients` concurrent closed-loop clients."""
-    stop = time.monotonic() + seconds
-    counts = [0] * clients
-
-    def client(index: int) -> None:
-        while time.monotonic() < stop:
-            status, _, _ = server.request("POST", "/predict", body)
-            if status == 200:
-                counts[index] += 1
-
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - started)
 
 
 def main() -> None:

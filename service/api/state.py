@@ -14,7 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from service.api.metrics import Metrics
-from service.api.uploads import never_gone
 from service.core.config import Settings
 from service.errors import ClientGoneError, InferenceFailedError, OutOfDistributionError, RequestError
 from service.inference.batcher import MicroBatcher
@@ -27,7 +26,7 @@ from service.inference.predictor import (
     cpu_share,
     display_size,
 )
-from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image, resize_gray
+from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image, never_gone, resize_gray
 from service.inference.scheduler import InferenceScheduler
 from service.inference.shap import ShapBudget
 

@@ -16,7 +16,7 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from service.inference.preprocessing import MEDIA_TYPES, SUFFIXES, ImageFormat
+from service.inference.preprocessing import MEDIA_TYPES, SUFFIXES, ImageFormat, never_gone
 
 FORM_FIELD = "file"
 # Room for the multipart boundaries and part headers around a file of the maximum size.
@@ -25,11 +25,6 @@ _ACCEPTED = (
     "send the image as the request body with Content-Type image/png, image/jpeg or "
     "application/dicom, or as the multipart/form-data field `file`"
 )
-
-
-def never_gone() -> bool:
-    """The `client_gone` of an upload whose client is not watched."""
-    return False
 
 
 @dataclass(frozen=True)

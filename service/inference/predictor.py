@@ -336,9 +336,10 @@ class Predictor:
 
         Then, with `batch_size` > 1, one full batch through the path requests take: the memory a
         full batch needs (onnxruntime's arenas grow to their peak and keep it; the batch's
-        buffers) is taken now, so that the service's footprint when ready is its footprint under
-        load (measured: +14 % under 32 clients without this, +1 % with), which is what a memory
-        request or limit should be sized on.
+        buffers) is taken now, so that the service's footprint when ready is close to its
+        footprint under load, which is what a memory request or limit should be sized on
+        (`python -m bench.memory_growth`: with the idle heap trim, +14 % after 32 clients
+        without this, +8 to +9 % with it).
 
         Raises:
             ModelLoadError: A model returns a wrong shape or non-finite values.

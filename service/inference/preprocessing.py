@@ -51,7 +51,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 DEFAULT_MAX_SCANS = 100
 
 
-def _never() -> bool:
+def never_gone() -> bool:
+    """A `stop` that never turns true: the decode of an upload whose client is not watched."""
     return False
 
 
@@ -265,7 +266,7 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_scans: int = DEFAULT_MAX_SCANS,
     max_seconds: float | None = None,
-    stop: Callable[[], bool] = _never,
+    stop: Callable[[], bool] = never_gone,
 ) -> DecodedImage:
     """Decode an upload to 8-bit grayscale at its original size.
 
