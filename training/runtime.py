@@ -11,8 +11,11 @@ log one line naming the devices found instead.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -76,9 +79,28 @@ def load_training_stack(*, announce: bool = True) -> None:
         logger.info("devices: %s%s", ", ".join(device.name for device in devices), driver)
 
 
-def worker_initializer(level: str) -> None:
-    """A spawned training process: the parent's log level, and the stack loaded as quietly."""
+#: prctl's option asking the kernel for a signal when the parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent(parent: int) -> None:
+    """Have this process killed (SIGTERM) when `parent` dies, on Linux; elsewhere, nothing.
+
+    A spawned training process would otherwise outlive an interrupted `xray train`, and go on
+    writing the run's checkpoints beside the `--resume` that follows.
+    """
+    name = ctypes.util.find_library("c")
+    if not sys.platform.startswith("linux") or name is None:
+        return
+    ctypes.CDLL(name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def worker_initializer(level: str, parent: int) -> None:
+    """A spawned training process: ends with `parent`, logs at its level, loads the stack quietly."""
     from service.core.logging import configure_logging
 
+    end_with_parent(parent)
     configure_logging(level)
     load_training_stack(announce=False)

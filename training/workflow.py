@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +60,7 @@ def in_fresh_process(function: Callable[..., T], /, *args: Any, **kwargs: Any) -
     """
     context = multiprocessing.get_context("spawn")
     level = logging.getLevelName(logging.getLogger().level)
-    with context.Pool(1, initializer=worker_initializer, initargs=(level,)) as pool:
+    with context.Pool(1, initializer=worker_initializer, initargs=(level, os.getpid())) as pool:
         return pool.apply(function, args, kwargs)
 
 
