@@ -39,13 +39,14 @@ import numpy as np
 from bench.report import publish
 from bench.timing import compared_seconds
 from service.core.config import Settings
-from service.inference.manifest import file_sha256, load_manifest
 from service.inference.predictor import Predictor, load_predictor
-from service.inference.preprocessing import DecodedImage, ImageFormat
 from training.cache import load_images
 from training.config import SplitConfig
 from training.data import read_dataset, split_by_group
 from training.evaluate import predict_records, score
+from xray.contract.decoders import ImageFormat
+from xray.contract.images import DecodedImage
+from xray.contract.manifest import file_sha256, load_manifest
 
 logger = logging.getLogger("bench.int8_ensemble")
 

@@ -23,7 +23,7 @@ class Server:
             self.port = int(probe.getsockname()[1])
         env = {**os.environ, "XRAY_MODELS_DIR": str(models_dir), "XRAY_LOG_LEVEL": "WARNING"}
         env |= {f"XRAY_{key.upper()}": value for key, value in settings.items()}
-        command = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "xray", "serve", "--port", str(self.port)]
         self.process = subprocess.Popen(command, env=env)
         deadline = time.monotonic() + 300
         while True:

@@ -34,10 +34,12 @@ import numpy as np
 from bench.report import publish
 from bench.server import Server, throughput
 from bench.timing import compared_seconds, median_seconds
+from service.core.concurrency import ConcurrencyPlan
 from service.core.config import Settings
-from service.inference.manifest import load_manifest
-from service.inference.predictor import cpu_share, load_predictor
-from service.inference.preprocessing import DecodedImage, ImageFormat
+from service.inference import load_predictor
+from xray.contract.decoders import ImageFormat
+from xray.contract.images import DecodedImage
+from xray.contract.manifest import load_manifest
 
 logger = logging.getLogger("bench.serving")
 
@@ -113,7 +115,7 @@ def int8_versus_float(models_dir: Path, runs_dir: Path, repeat: int) -> list[dic
     import onnxruntime as ort
 
     predictor = load_predictor(Settings(models_dir=models_dir, model_execution="sequential"))
-    threads = cpu_share(Settings())
+    threads = ConcurrencyPlan.from_settings(Settings()).share
     rows = []
     for name, model in predictor.models.items():
         quantization = model.entry.quantization
@@ -203,7 +205,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     manifest = load_manifest(args.models_dir)
     sizes = {entry.name: entry.input.height for entry in manifest.models}
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {cpu_share(Settings())} CPUs usable"
+    usable = ConcurrencyPlan.from_settings(Settings()).share
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {usable} CPUs usable"
     report: dict[str, Any] = {"machine": machine}
 
     logger.info("1. ceiling")

@@ -35,8 +35,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench.report import publish
 from service.core.cpu import available_cpus
+from training.architectures import ARCHITECTURES
 from training.architectures.baselines import BASELINES
-from training.config import ARCHITECTURES, AugmentConfig, TrainConfig
+from training.config import AugmentConfig, TrainConfig
 from training.precision import PRECISIONS
 
 logger = logging.getLogger("bench.train_throughput")

@@ -15,10 +15,12 @@ import sys
 import warnings
 
 import atheris
+import numpy as np
 
-with atheris.instrument_imports(include=["service"]):
-    from service.errors import RequestError
-    from service.inference.preprocessing import ImageFormat, decode_image
+with atheris.instrument_imports(include=["xray"]):
+    from xray.contract.decoders import ImageFormat
+    from xray.contract.errors import RequestError
+    from xray.contract.preprocessing import decode_image
 
 DECLARED = (None, ImageFormat.PNG, ImageFormat.JPEG, ImageFormat.DICOM)
 
@@ -38,7 +40,6 @@ def test_one_input(data: bytes) -> None:
 
 def seeds() -> list[bytes]:
     """Small valid files of every format, each prefixed with its format byte."""
-    import numpy as np
     from PIL import Image
 
     gray = (np.arange(24 * 20, dtype=np.uint16).reshape(24, 20) % 256).astype(np.uint8)
@@ -47,11 +48,28 @@ def seeds() -> list[bytes]:
         buffer = io.BytesIO()
         Image.fromarray(gray).save(buffer, format=fmt)
         files.append(bytes([DECLARED.index(ImageFormat[fmt])]) + buffer.getvalue())
-    sys.path.insert(0, ".")
-    from tests.factories import dicom_bytes
-
-    files.append(bytes([3]) + dicom_bytes(gray.astype(np.uint16) * 16))
+    files.append(bytes([DECLARED.index(ImageFormat.DICOM)]) + _dicom(gray.astype(np.uint16) * 16))
     return files
+
+
+def _dicom(pixels: np.ndarray) -> bytes:
+    """A minimal 12-bit MONOCHROME2 DICOM file (explicit VR little endian) holding `pixels`."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset("seed.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SamplesPerPixel, ds.PhotometricInterpretation = "DX", 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def main() -> None:

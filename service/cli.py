@@ -1,7 +1,6 @@
-"""The `xray` command line.
+"""The serving subcommands of `xray`: `serve`, `predict` and `explain` (`xray.cli` dispatches).
 
-`serve` and `predict` need only the service's dependencies; the training subcommands import
-TensorFlow lazily, so a serving install never loads it.
+They need only the service's dependencies, and never import `training`.
 """
 
 from __future__ import annotations
@@ -10,18 +9,17 @@ import argparse
 import logging
 import sys
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.core.config import Settings
 from service.core.logging import configure_logging
-from service.errors import RequestError, StartupError
-from service.inference.preprocessing import SUFFIXES
+from xray.contract.decoders import SUFFIXES
+from xray.contract.errors import RequestError, StartupError
 
 if TYPE_CHECKING:
     from service.inference.predictor import Predictor
-    from service.inference.preprocessing import DecodedImage
+    from xray.contract.images import DecodedImage
 
 logger = logging.getLogger("service.cli")
 
@@ -54,7 +52,7 @@ def _load(args: argparse.Namespace) -> tuple[Settings, Predictor] | None:
 
 def _read_image(name: str, max_pixels: int) -> DecodedImage | None:
     """Read and decode one file; None (after saying why on stderr) when it cannot be."""
-    from service.inference.preprocessing import decode_image
+    from xray.contract.preprocessing import decode_image
 
     path = Path(name)
     try:
@@ -117,111 +115,56 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from service.api.schemas import PredictResponse
-    from service.inference.gradcam import render_all
-    from service.inference.predictor import cpu_share
-    from service.inference.shap import ShapBudget
+    from service.core.concurrency import ConcurrencyPlan, ServicePools
+    from service.inference.explanations import Explainer, ExplanationRequest
 
     loaded = _load(args)
     if loaded is None:
         return EXIT_STARTUP
     settings, predictor = loaded
+    pools = ServicePools(ConcurrencyPlan.from_settings(settings, len(predictor.models)))
+    explainer = Explainer(
+        predictor, shap_time_limit=settings.shap_time_limit_seconds, render_pool=pools.render
+    )
     try:
-        models = predictor.explanation_request(
-            args.target, args.models.split(",") if args.models else None, args.method
-        )
+        chosen = args.models.split(",") if args.models else None
+        models = explainer.models_for(args.target, chosen, args.method)
     except RequestError as exc:
         sys.stderr.write(f"{exc.detail}\n")
         return EXIT_STARTUP
+    request = ExplanationRequest(
+        method=args.method, target=args.target, models=tuple(models), max_evals=args.max_evals
+    )
     status = 0
-    for name in args.files:
-        image = _read_image(name, settings.max_pixels)
-        if image is None:
-            status = EXIT_SOME_FAILED
-            continue
-        budget = ShapBudget.starting_now(args.max_evals, settings.shap_time_limit_seconds)
-        try:
-            result = predictor.explain(
-                image, method=args.method, target=args.target, models=models, shap_budget=budget
-            )
-        except RequestError as exc:
-            sys.stderr.write(f"{name}: {exc.detail}\n")
-            status = EXIT_SOME_FAILED
-            continue
-        folder = args.out / Path(name).stem
-        folder.mkdir(parents=True, exist_ok=True)
-        rendered = render_all(image.pixels, result.all_maps, threads=cpu_share(settings))
-        for model, (heat, overlay) in rendered.items():
-            (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heat)
-            (folder / f"{model}-{args.method}-overlay.png").write_bytes(overlay)
-        response = PredictResponse.from_prediction(result.prediction, uuid.uuid4().hex)
-        (folder / "prediction.json").write_text(response.model_dump_json(exclude_none=True, indent=2) + "\n")
-        sys.stdout.write(f"{folder}\n")
+    try:
+        for name in args.files:
+            image = _read_image(name, settings.max_pixels)
+            if image is None:
+                status = EXIT_SOME_FAILED
+                continue
+            try:
+                rendered = explainer.explain(image, request)
+            except RequestError as exc:
+                sys.stderr.write(f"{name}: {exc.detail}\n")
+                status = EXIT_SOME_FAILED
+                continue
+            folder = args.out / Path(name).stem
+            folder.mkdir(parents=True, exist_ok=True)
+            for model, (heat, overlay) in rendered.pngs.items():
+                (folder / f"{model}-{args.method}-heatmap.png").write_bytes(heat)
+                if overlay is not None:
+                    (folder / f"{model}-{args.method}-overlay.png").write_bytes(overlay)
+            response = PredictResponse.from_prediction(rendered.result.prediction, uuid.uuid4().hex)
+            body = response.model_dump_json(exclude_none=True, indent=2)
+            (folder / "prediction.json").write_text(body + "\n")
+            sys.stdout.write(f"{folder}\n")
+    finally:
+        pools.shutdown()
     return status
 
 
-class _ShowDefaults(argparse.HelpFormatter):
-    """Appends each option's default to its help, except where there is none (None: the setting's)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        shown = action.default is not None and action.default is not argparse.SUPPRESS
-        if shown and action.option_strings and "%(default)" not in text:
-            text += " (default: %(default)s)"
-        return text
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose `--help` shows every option's default."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _ShowDefaults)
-        super().__init__(*args, **kwargs)
-
-
-def version_text() -> str:
-    """The package's version and the versions of the models it would serve (read from the manifest)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from service.inference.manifest import load_manifest
-
-    try:
-        package = version("xray-triage")
-    except PackageNotFoundError:  # run from a source tree without installing
-        package = "unknown (not installed)"
-    folder = Settings().models_dir
-    try:
-        manifest = load_manifest(folder)
-    except StartupError as exc:
-        models = f"none loadable from {folder} ({type(exc).__name__})"
-    else:
-        models = ", ".join(f"{entry.name} {entry.version}" for entry in manifest.models) + f" (from {folder})"
-    return f"xray-triage {package}\nmodels: {models}"
-
-
-class _VersionAction(argparse.Action):
-    """`--version`: computed when asked for, so that `xray --help` reads no manifest."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
-        sys.stdout.write(version_text() + "\n")
-        parser.exit()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `xray`."""
-    parser = _Parser(
-        prog="xray",
-        description="Chest X-ray triage: serve, predict, explain, train, export, evaluate.\n"
-        "Not for clinical use.",
-    )
-    parser.add_argument(
-        "--version",
-        action=_VersionAction,
-        help="print the package and model versions (XRAY_MODELS_DIR) and exit",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def register(commands: Any) -> None:
+    """Add the serving subcommands to the `xray` parser's subparsers."""
 
     def common(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
@@ -262,22 +205,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--max-evals", type=int, default=300, help="SHAP evaluations per model")
     explain.set_defaults(handler=_explain)
-
-    # The training subcommands (train, export, evaluate) import TensorFlow only when they run.
-    from training.cli import register
-
-    register(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run `xray` and return its exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command in {"train", "export", "evaluate", "fit-input-check"}:
-        configure_logging(args.log_level if getattr(args, "log_level", None) else "INFO")
-    status: int = args.handler(args)
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -254,7 +254,7 @@ def input_check_for(folder: Path, names: Sequence[str], threshold: float) -> dic
     Every class mean is (0.5, 0.3) and both features have variance 0.01, so the score of an
     image is 100 · ((level - 0.5)² + (square - 0.3)²), the same for every network.
     """
-    from service.inference.input_check import MahalanobisModel, save_statistics
+    from xray.contract.input_check import MahalanobisModel, save_statistics
 
     statistics = {
         name: {

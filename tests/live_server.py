@@ -67,7 +67,7 @@ def live_server(
     if models_dir is not None:
         env["XRAY_MODELS_DIR"] = str(models_dir)
     env |= {f"XRAY_{key.upper()}": value for key, value in settings.items()}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", *arguments], cwd=REPO, env=env)
+    process = subprocess.Popen([sys.executable, "-m", "xray", "serve", *arguments], cwd=REPO, env=env)
     server = LiveServer(port, process)
     try:
         deadline = time.monotonic() + timeout

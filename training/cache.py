@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.inference.preprocessing import preprocess
 from training.data import Record
+from xray.contract.preprocessing import preprocess
 
 logger = logging.getLogger(__name__)
 

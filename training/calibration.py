@@ -8,12 +8,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import f1_score
 
-from service.inference.ensemble import calibrated_softmax, classic, confidence_cascade
+from xray.contract.ensembles import calibrated_softmax, classic, confidence_cascade
 
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 
@@ -45,18 +44,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, iterations: int =
             b = low + ratio * (high - low)
             fb = negative_log_likelihood(logits, labels, math.exp(b))
     return float(math.exp((low + high) / 2))
-
-
-@dataclass(frozen=True)
-class EnsembleChoice:
-    """The ensemble settings chosen on validation data, and the evidence."""
-
-    order: list[str]
-    tau: float
-    abstain_below: float
-    cascade_val_macro_f1: float
-    abstain_val_coverage: float
-    abstain_val_accuracy: float
 
 
 def _cascade_labels(per_model: Mapping[str, np.ndarray], order: Sequence[str], tau: float) -> np.ndarray:

@@ -13,16 +13,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from training.config import ARCHITECTURES, MIN_IMAGE_SIZE, SplitConfig, TrainConfig
+from training.architectures import ARCHITECTURES
+from training.config import SplitConfig, TrainConfig
 from training.precision import PRECISIONS
 
 logger = logging.getLogger("training.cli")
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    """Load the training stack (or exit with what to install) and resolve `--models-dir`'s default."""
+    """Log, load the training stack (or exit with what to install), resolve `--models-dir`'s default."""
+    from service.core.logging import configure_logging
     from training.runtime import load_training_stack
 
+    configure_logging(getattr(args, "log_level", None) or "INFO")
     load_training_stack()
     if args.models_dir is None:  # beside the run, never over the bundled, git-tracked models/
         args.models_dir = args.runs / "models"
@@ -63,12 +66,13 @@ def _fitted(arch: str, flags: dict[str, Any]) -> dict[str, Any]:
     and says so; a recipe asking one network for less is refused by `TrainConfig`.
     """
     size = flags.get("image_size")
-    if size is None or size >= MIN_IMAGE_SIZE[arch]:
+    smallest = ARCHITECTURES[arch].min_size
+    if size is None or size >= smallest:
         return flags
     logger.warning(
-        "--image-size %d is below %s's smallest input: it trains at %d", size, arch, MIN_IMAGE_SIZE[arch]
+        "--image-size %d is below %s's smallest input: it trains at %d", size, arch, smallest
     )
-    return {**flags, "image_size": MIN_IMAGE_SIZE[arch]}
+    return {**flags, "image_size": smallest}
 
 
 def _non_chest_dicoms(args: argparse.Namespace) -> Path | None:
@@ -204,7 +208,7 @@ def register(commands: Any) -> None:
     train = commands.add_parser("train", help="train, export, calibrate and evaluate the networks")
     _common(train)
     train.add_argument(
-        "--arch", action="append", choices=ARCHITECTURES, help="repeatable; default: all three"
+        "--arch", action="append", choices=list(ARCHITECTURES), help="repeatable; default: all of them"
     )
     train.add_argument("--config", help="JSON file: architecture → TrainConfig fields")
     train.add_argument("--epochs", type=int)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from training.architectures import ARCHITECTURES
 from training.precision import Precision
 
-Architecture = Literal["scratch", "inception_resnet_v2", "efficientnet_v2_b2"]
-ARCHITECTURES: tuple[Architecture, ...] = ("scratch", "inception_resnet_v2", "efficientnet_v2_b2")
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "tuberculosis")
-
-#: Input sizes each network was designed for; override with `image_size`.
-DEFAULT_IMAGE_SIZE: dict[str, int] = {"scratch": 224, "inception_resnet_v2": 299, "efficientnet_v2_b2": 260}
-#: The smallest input each backbone accepts.
-MIN_IMAGE_SIZE: dict[str, int] = {"scratch": 32, "inception_resnet_v2": 75, "efficientnet_v2_b2": 32}
 
 
 class AugmentConfig(BaseModel):
@@ -42,7 +35,7 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    arch: Architecture
+    arch: str = Field(description="one of `training.architectures.ARCHITECTURES`")
     image_size: int | None = Field(default=None, description="square input side; default per architecture")
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=16, ge=1)
@@ -98,19 +91,26 @@ class TrainConfig(BaseModel):
             data.setdefault("precision", "float16" if legacy else "float32")
         return data
 
+    @field_validator("arch")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {value!r}; one of {list(ARCHITECTURES)}")
+        return value
+
     @model_validator(mode="after")
     def _large_enough(self) -> TrainConfig:
-        if self.image_size is not None and self.image_size < MIN_IMAGE_SIZE[self.arch]:
+        smallest = ARCHITECTURES[self.arch].min_size
+        if self.image_size is not None and self.image_size < smallest:
             raise ValueError(
-                f"image_size {self.image_size} is below {self.arch}'s smallest input, "
-                f"{MIN_IMAGE_SIZE[self.arch]}"
+                f"image_size {self.image_size} is below {self.arch}'s smallest input, {smallest}"
             )
         return self
 
     @property
     def size(self) -> int:
         """The input side actually used."""
-        return self.image_size or DEFAULT_IMAGE_SIZE[self.arch]
+        return self.image_size or ARCHITECTURES[self.arch].default_size
 
     @property
     def pretrained(self) -> bool:
@@ -126,8 +126,3 @@ class SplitConfig(BaseModel):
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     seed: int = 42
-
-
-def default_cache_dir() -> Path:
-    """Where decoded images are cached between runs."""
-    return Path("runs") / "cache"

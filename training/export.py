@@ -28,11 +28,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from service.inference.manifest import file_sha256
 from training.architectures import build_model
 from training.architectures.common import INPUT_NAME, LOGITS
 from training.config import CLASSES, TrainConfig
 from training.fused_batchnorm import FusedBatchNormalization
+from xray.contract.manifest import ModelEntry, file_sha256
+from xray.contract.model import OnnxModel
 
 logger = logging.getLogger(__name__)
 
@@ -108,27 +109,26 @@ def _convert(model: keras.Model, size: int, path: Path) -> None:
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET, output_path=str(path))
 
 
-def check_parity(model: keras.Model, onnx_path: Path, images: np.ndarray) -> dict[str, float]:
-    """Compare Keras and onnxruntime on `images` (n, h, w) uint8.
+def served_model(path: Path, entry: dict[str, Any]) -> OnnxModel:
+    """The exported graph at `path` as the service runs it, described by the manifest `entry`."""
+    return OnnxModel.open(path, ModelEntry.model_validate({**entry, "sha256": file_sha256(path)}))
+
+
+def check_parity(model: keras.Model, served: OnnxModel, images: np.ndarray) -> dict[str, float]:
+    """Compare Keras with the exported graph, read as the service reads it, on `images` (n, h, w) uint8.
 
     Raises:
         ExportParityError: Probabilities differ by more than 1e-4, or the maps by more than 1e-4
             of their largest magnitude.
     """
-    import onnxruntime as ort
-
-    batch = images.astype(np.float32)[..., None]
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_logits, onnx_probabilities, onnx_maps = session.run(
-        ["logits", "probabilities", "class_maps"], {INPUT_NAME: batch}
-    )
+    outputs = served.run_outputs(served.from_gray(images), with_maps=True)
     keras_logits, keras_probabilities, keras_maps = (
-        keras.ops.convert_to_numpy(t) for t in model(batch, training=False)
+        keras.ops.convert_to_numpy(t) for t in model(images.astype(np.float32)[..., None], training=False)
     )
-    probability_diff = float(np.abs(onnx_probabilities - keras_probabilities).max())
+    probability_diff = float(np.abs(served.calibrated(outputs.logits) - keras_probabilities).max())
     scale = float(np.abs(keras_maps).max()) or 1.0
-    map_diff = float(np.abs(onnx_maps - keras_maps).max()) / scale
-    logit_diff = float(np.abs(onnx_logits - keras_logits).max())
+    map_diff = float(np.abs(np.asarray(outputs.maps) - keras_maps).max()) / scale
+    logit_diff = float(np.abs(outputs.logits - keras_logits).max())
     result = {
         "probabilities_max_abs_diff": probability_diff,
         "class_maps_max_rel_diff": map_diff,
@@ -137,18 +137,6 @@ def check_parity(model: keras.Model, onnx_path: Path, images: np.ndarray) -> dic
     if probability_diff > PARITY_TOLERANCE or map_diff > PARITY_TOLERANCE:
         raise ExportParityError(f"ONNX export differs from Keras: {result} (tolerance {PARITY_TOLERANCE})")
     return result
-
-
-def onnx_logits(onnx_path: Path, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Logits of the exported graph on (n, h, w) uint8 images, as the service computes them."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    parts = [
-        session.run(["logits"], {INPUT_NAME: images[i : i + batch_size].astype(np.float32)[..., None]})[0]
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(parts)
 
 
 def export_run(
@@ -181,18 +169,11 @@ def export_run(
     config = export.config
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / f"{config.arch}.onnx"
-    with tempfile.TemporaryDirectory(dir=models_dir) as scratch:
-        candidate = Path(scratch) / target.name
-        _convert(export.model, config.size, candidate)
-        parity = check_parity(export.model, candidate, parity_images)
-        candidate.replace(target)
-    logger.info("exported %s to %s (parity %s)", config.arch, target, parity)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    return {
+    entry: dict[str, Any] = {
         "name": config.arch,
         "version": version or now.strftime("%Y.%m.%d-%H%M%S"),
         "file": target.name,
-        "sha256": file_sha256(target),
         "input": {
             "name": INPUT_NAME,
             "height": config.size,
@@ -204,6 +185,16 @@ def export_run(
         },
         "outputs": {"logits": "logits", "probabilities": "probabilities", "class_maps": "class_maps"},
         "gradcam": {"layer": export.features_layer, "output": "class_maps"},
+    }
+    with tempfile.TemporaryDirectory(dir=models_dir) as scratch:
+        candidate = Path(scratch) / target.name
+        _convert(export.model, config.size, candidate)
+        parity = check_parity(export.model, served_model(candidate, entry), parity_images)
+        candidate.replace(target)
+    logger.info("exported %s to %s (parity %s)", config.arch, target, parity)
+    return {
+        **entry,
+        "sha256": file_sha256(target),
         "metrics": {"export_parity": parity},
         "framework": {
             "tensorflow": tf.__version__,

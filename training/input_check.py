@@ -1,4 +1,4 @@
-"""Fitting the input check (see `service.inference.input_check` for what it computes).
+"""Fitting the input check (see `xray.contract.input_check` for what it computes).
 
 Statistics come from the training split; the robust scales and the threshold from the validation
 split. The energy score (Liu et al. 2020), computed from the logits alone, is fitted the same way
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.inference.input_check import FEATURES_OUTPUT, InputCheck, MahalanobisModel
+from xray.contract.input_check import FEATURES_OUTPUT, InputCheck, MahalanobisModel
 
 #: Leading principal components kept per view (the rest share one variance).
 DEFAULT_COMPONENTS = 64

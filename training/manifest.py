@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from service.inference.manifest import MANIFEST_NAME, Manifest
+from training.architectures import ARCHITECTURES, default_cascade_order
 from training.config import CLASSES
-
-#: The contract's default cascade order (docs/api.md), used until the trainer chooses one on validation data.
-DEFAULT_ORDER = ("efficientnet_v2_b2", "inception_resnet_v2")
+from xray.contract.manifest import MANIFEST_NAME, Manifest
 
 
 def read_document(models_dir: Path) -> dict[str, Any]:
@@ -42,14 +40,15 @@ def upsert_model(models_dir: Path, entry: dict[str, Any]) -> Manifest:
     document = read_document(models_dir)
     models = [model for model in document["models"] if model["name"] != entry["name"]]
     models.append(entry)
-    order_index = {name: i for i, name in enumerate(("scratch", "inception_resnet_v2", "efficientnet_v2_b2"))}
+    order_index = {name: i for i, name in enumerate(ARCHITECTURES)}
     document["models"] = sorted(models, key=lambda m: order_index.get(m["name"], len(order_index)))
     # The input check's statistics describe the previous graphs: refit them (`fit_input_check_step`).
     document.pop("input_check", None)
     names = [model["name"] for model in document["models"]]
     ensembles = document.get("ensembles")
     if not ensembles or any(name not in names for name in ensembles["confidence"]["order"]):
-        order = [name for name in DEFAULT_ORDER if name in names] or names[:1]
+        # The contract's default cascade (docs/api.md), until one is chosen on validation data.
+        order = [name for name in default_cascade_order() if name in names] or names[:1]
         document["ensembles"] = {
             "confidence": {"order": order, "tau": 0.90},
             "abstain_below": 0.5,

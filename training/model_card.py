@@ -14,13 +14,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.inference.manifest import Manifest, ModelEntry, load_manifest
+from xray.contract.ensembles import ENSEMBLES as ENSEMBLE_TABLE
+from xray.contract.manifest import Manifest, ModelEntry, load_manifest
 
 logger = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 PLOTS_DIR = "report"
-ENSEMBLES = ("classic", "confidence")
+ENSEMBLES = tuple(ENSEMBLE_TABLE)
 PLOT_KINDS = ("confusion", "roc", "reliability")
 CURVES_PLOT = "training-curves.png"
 BASELINE_DIR = "baseline"
@@ -292,10 +293,9 @@ def _ensembles_section(manifest: Manifest) -> list[str]:
     return [
         "## Ensembles",
         "",
-        "- `classic`: the mean of the three models' calibrated probabilities.",
-        f"- `confidence`: a cascade over {', '.join(f'`{n}`' for n in spec.confidence.order)}: each",
-        f"  model in turn answers when its top probability is at least tau = {spec.confidence.tau};",
-        "  otherwise the classic mean answers.",
+        *(f"- `{name}`: {ensemble.rule}." for name, ensemble in ENSEMBLE_TABLE.items()),
+        f"- The cascade asks {', '.join(f'`{n}`' for n in spec.confidence.order)} in turn, with tau ="
+        f" {spec.confidence.tau}.",
         "- `uncertain` is set, with its reasons in `uncertain_reasons`, when the ensemble's top probability",
         f"  is below {spec.abstain_below} (`low_confidence`), when the three models' top labels differ",
         "  (`models_disagree`), or when the input check finds the image unlike the training radiographs",
@@ -423,7 +423,11 @@ def _quantization_section(manifest: Manifest) -> list[str]:
         quantization = entry.quantization
         if not quantization:
             continue
-        for scope, scores in quantization.get("test", {}).items():
+        compared = quantization.get("test", {})
+        if "skipped" in compared:
+            notes.append(f"- `{entry.name}`: INT8 not compared with float32 on test: {compared['skipped']}.")
+            compared = {}
+        for scope, scores in compared.items():
             rows.append(
                 [
                     f"`{entry.name}`",
@@ -443,7 +447,7 @@ def _quantization_section(manifest: Manifest) -> list[str]:
         )
         if quantization.get("requantized"):
             notes.append(f"  Requantized: {quantization['requantized']}")
-    if not rows:
+    if not rows and not notes:
         return []
     header = ["model", "scope", "n", "macro-F1 float32", "macro-F1 INT8", "acc. float32", "acc. INT8"]
     return [

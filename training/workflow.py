@@ -20,12 +20,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from service.core.config import Settings
-from service.errors import RequestError
-from service.inference.ensemble import calibrated_softmax
-from service.inference.input_check import FEATURES_OUTPUT, INPUT_CHECK_FILE, InputCheck, save_statistics
-from service.inference.manifest import file_sha256
-from service.inference.predictor import Predictor, load_predictor
-from service.inference.preprocessing import ImageFormat, decode_image, preprocess, resize_gray
+from service.inference import Predictor, load_predictor
 from training import input_check, non_chest
 from training.cache import load_images
 from training.calibration import (
@@ -37,11 +32,19 @@ from training.calibration import (
 from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, split_by_group
 from training.evaluate import ENSEMBLES, POOLED, predict_records, write_report
-from training.export import export_run, load_run_config, onnx_logits
+from training.export import export_run, load_run_config, served_model
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
 from training.metrics import expected_calibration_error
 from training.quantize import quantize_int8
 from training.runtime import worker_initializer
+from xray.contract.decoders import ImageFormat
+from xray.contract.ensembles import calibrated_softmax
+from xray.contract.errors import RequestError
+from xray.contract.images import resize_gray
+from xray.contract.input_check import FEATURES_OUTPUT, INPUT_CHECK_FILE, InputCheck, save_statistics
+from xray.contract.manifest import ModelEntry, file_sha256
+from xray.contract.model import OnnxModel
+from xray.contract.preprocessing import decode_image, preprocess
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ def export_and_calibrate(
     entry = export_run(run_dir, models_dir, val_images[:8], version=version)
     if (quantize or config.quantize) == "int8":
         entry = _quantize_entry(entry, run_dir, models_dir, split, cache_dir, val_images, config.seed)
-    logits = onnx_logits(models_dir / entry["file"], val_images)
+    logits = served_model(models_dir / entry["file"], entry).logits_of(val_images)
     labels = labels_of(split.val)
     temperature = fit_temperature(logits, labels)
     raw, calibrated = calibrated_softmax(logits, 1.0), calibrated_softmax(logits, temperature)
@@ -196,8 +199,9 @@ def _quantize_entry(
     count = min(calibration_count, len(train_images))
     picks = np.sort(np.random.default_rng(seed).choice(len(train_images), count, replace=False))
     quantization = quantize_int8(float_path, int8_path, np.asarray(train_images[picks]))
-    float_probabilities = calibrated_softmax(onnx_logits(float_path, val_images), 1.0)
-    int8_probabilities = calibrated_softmax(onnx_logits(int8_path, val_images), 1.0)
+    # Before calibration: the entry's temperature is still 1.
+    float_probabilities = served_model(float_path, entry).probabilities_of(val_images)
+    int8_probabilities = served_model(int8_path, entry).probabilities_of(val_images)
     quantization.update(
         {
             "float_file_sha256": entry["sha256"],
@@ -254,17 +258,35 @@ def _compact(metrics: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def float_original(runs_dir: Path, quantization: dict[str, Any]) -> Path | None:
+    """The float32 file an INT8 model was quantized from, found under `runs_dir` by its checksum.
+
+    `_quantize_entry` keeps it in the run folder it exported, whatever that folder is called, and
+    records its sha256 in the manifest; the checksum, not a folder name, finds it again.
+    """
+    wanted = quantization.get("float_file_sha256")
+    for path in sorted(runs_dir.rglob("*.float.onnx")) if runs_dir.is_dir() else []:
+        if file_sha256(path) == wanted:
+            return path
+    return None
+
+
+def _without_features(entry: ModelEntry) -> ModelEntry:
+    return entry.model_copy(update={"outputs": entry.outputs.model_copy(update={"features": None})})
+
+
 def compare_quantized(
     models_dir: Path, runs_dir: Path, records: list[Record], cache_dir: Path
 ) -> dict[str, dict[str, Any]]:
     """Score each INT8 model against the float32 model it was quantized from, on `records`.
 
-    The float file is the one `_quantize_entry` kept in the model's run folder; a model whose
-    float file is gone is skipped with a warning. Both use the served temperature.
+    The float file is the one `_quantize_entry` kept in the model's run folder, found under
+    `runs_dir` by its checksum. A model whose float file is not there is reported as such in the
+    result (and logged), never left out silently. Both use the served temperature.
 
     Returns:
         Per model name and scope (pooled and each source): macro-F1 and accuracy of both, and
-        how often their top-1 classes agree.
+        how often their top-1 classes agree; or, for a model whose original is missing, why.
     """
     predictor = load_predictor(Settings(models_dir=models_dir))
     labels = labels_of(records)
@@ -273,18 +295,23 @@ def compare_quantized(
         source: np.asarray([record.source == source for record in records]) for source in sources
     }
     results: dict[str, dict[str, Any]] = {}
-    for name in predictor.models:
-        entry = predictor.manifest.model(name)
-        float_path = runs_dir / name / f"{name}.float.onnx"
+    for name, model in predictor.models.items():
+        entry = model.entry
         if entry.quantization is None:
             continue
-        if not float_path.is_file():
-            logger.warning("%s: no float model at %s to compare the INT8 one with", name, float_path)
+        float_path = float_original(runs_dir, entry.quantization)
+        if float_path is None:
+            checksum = entry.quantization.get("float_file_sha256")
+            missing = f"no *.float.onnx with sha256 {checksum} under {runs_dir}"
+            logger.warning("%s: INT8 not compared with float32: %s", name, missing)
+            results[name] = {"skipped": missing}
             continue
         images = np.asarray(load_images(records, entry.input.height, cache_dir))
+        # The original predates the input check, which adds `features` to the served graph only.
+        original = OnnxModel.open(float_path, _without_features(entry))
         predicted = {
-            kind: calibrated_softmax(onnx_logits(path, images), entry.temperature).argmax(axis=1)
-            for kind, path in (("float32", float_path), ("int8", models_dir / entry.file))
+            "float32": original.probabilities_of(images).argmax(axis=1),
+            "int8": model.probabilities_of(images).argmax(axis=1),
         }
         results[name] = {
             scope: {
@@ -395,7 +422,7 @@ def non_chest_images(
     Every DICOM in `dicom_dir` whose Body Part Examined is not CHEST counts as `other_anatomy`
     (the shared data's hip radiographs); files that do not decode are skipped.
     """
-    from service.inference.dicom import read_dataset
+    from xray.contract.decoders.dicom import read_dataset
 
     images = {
         kind: non_chest.make(kind, count, chests, seed=index) for index, kind in enumerate(non_chest.KINDS)

@@ -6,23 +6,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import __version__
-from service.api.metrics import Metrics
 from service.api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from service.api.problems import install_problem_handlers
 from service.api.routes import dicomweb, explain, health, metrics, models, predict, web
-from service.api.state import ServiceState
+from service.core.concurrency import ConcurrencyPlan, ServicePools
 from service.core.config import Settings
 from service.core.logging import withhold_dicom_values
 from service.core.memory import glibc_malloc_trim, trim_heap_when_idle
-from service.inference.batcher import MicroBatcher
+from service.inference.metrics import Metrics
 from service.inference.predictor import Predictor, load_predictor
-from service.inference.scheduler import InferenceScheduler
+from service.inference.serving import InferenceService
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +52,10 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loaded = predictor if predictor is not None else await asyncio.to_thread(load_predictor, settings)
-        scheduler = InferenceScheduler(workers=settings.inference_workers, max_pending=settings.max_queue)
-        state = ServiceState(settings=settings, predictor=loaded, scheduler=scheduler, metrics=registry)
-        # One thread runs the batches, one batch at a time: the predictor spreads each batch over
-        # every core it has (the models side by side, or each session's intra-op threads).
-        model_runner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xray-models")
-        if settings.batch_max_size > 1:
-            state.batcher = MicroBatcher(
-                state.predict_batch,
-                executor=model_runner,
-                max_size=settings.batch_max_size,
-                max_wait=settings.batch_max_wait_ms / 1000,
-                max_waiting=settings.max_queue,
-            )
+        # This app's pools, planned from its settings (the models' own pool came with them).
+        pools = ServicePools(ConcurrencyPlan.from_settings(settings, len(loaded.models)))
+        state = InferenceService(settings=settings, predictor=loaded, pools=pools, metrics=registry)
+        scheduler = state.scheduler
         for model in loaded.models.values():
             registry.model_info.labels(
                 model=model.name, version=model.entry.version, provider=model.provider
@@ -95,8 +84,7 @@ def create_app(settings: Settings | None = None, *, predictor: Predictor | None 
                     await task
             # uvicorn has stopped accepting and drained the open requests by now; let any job
             # still on the pool finish rather than cut it off.
-            await asyncio.to_thread(scheduler.shutdown, wait=True)
-            await asyncio.to_thread(model_runner.shutdown, wait=True)
+            await asyncio.to_thread(pools.shutdown, wait=True)
             if predictor is None:  # loaded here, so closed here; `xray serve` closes its own
                 loaded.close()
             logger.info("shut down")

@@ -12,11 +12,11 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service.api.metrics import Metrics
-from service.api.state import ServiceState
 from service.api.uploads import Upload, read_image_upload
 from service.core.config import Settings
 from service.errors import AuthenticationError, NotReadyError
+from service.inference.metrics import Metrics
+from service.inference.serving import InferenceService
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,19 +31,19 @@ def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
-def get_state(request: Request) -> ServiceState:
+def get_state(request: Request) -> InferenceService:
     """The loaded service, whether or not warm-up has passed.
 
     Raises:
         NotReadyError: The models are not loaded yet.
     """
-    state: ServiceState | None = getattr(request.app.state, "xray", None)
+    state: InferenceService | None = getattr(request.app.state, "xray", None)
     if state is None:
         raise NotReadyError("the models are not loaded yet", retry_after=5)
     return state
 
 
-def get_ready_state(state: Annotated[ServiceState, Depends(get_state)]) -> ServiceState:
+def get_ready_state(state: Annotated[InferenceService, Depends(get_state)]) -> InferenceService:
     """The loaded service, only once warm-up has passed.
 
     Raises:
@@ -114,8 +114,8 @@ async def get_upload(
         watcher.cancel()
 
 
-StateDep = Annotated[ServiceState, Depends(get_state)]
-ReadyStateDep = Annotated[ServiceState, Depends(get_ready_state)]
+StateDep = Annotated[InferenceService, Depends(get_state)]
+ReadyStateDep = Annotated[InferenceService, Depends(get_ready_state)]
 UploadDep = Annotated[Upload, Depends(get_upload)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -10,7 +10,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.metrics import Metrics
+from service.inference.metrics import Metrics
 
 logger = logging.getLogger("service.access")
 

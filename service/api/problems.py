@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from service.errors import AuthenticationError, ClientGoneError, RequestError
+from service.errors import AuthenticationError
+from xray.contract.errors import ClientGoneError, RequestError
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from service.core.config import Settings
-from service.errors import RequestError
-from service.inference.manifest import Manifest
+from xray.contract.errors import RequestError
+from xray.contract.manifest import Manifest
 
 logger = logging.getLogger(__name__)
 

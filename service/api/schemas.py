@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-from service.inference.ensemble import Decision
-from service.inference.input_check import CheckResult
-from service.inference.predictor import Explanation, Prediction, Predictor
+from service.inference.explanations import Explanation
+from service.inference.predictor import Prediction, Predictor
+from service.pacs.writeback import WRITE_BACK
+from xray.contract.ensembles import ENSEMBLES, REASONS, Decision
+from xray.contract.input_check import CheckResult
 
 
 class ModelResult(BaseModel):
@@ -24,7 +26,7 @@ class EnsembleResult(ModelResult):
     """An ensemble's answer."""
 
     uncertain: bool
-    uncertain_reasons: list[Literal["low_confidence", "out_of_distribution", "models_disagree"]] = Field(
+    uncertain_reasons: list[Literal[tuple(REASONS)]] = Field(  # type: ignore[valid-type]
         default_factory=list,
         description="Why the answer is uncertain (empty when it is not): `low_confidence`, the top "
         "probability is below `abstain_below`; `out_of_distribution`, the input check finds the image "
@@ -39,11 +41,19 @@ class CascadeResult(EnsembleResult):
     decided_by: str
 
 
-class Ensembles(BaseModel):
-    """Both ensembles."""
-
-    classic: EnsembleResult
-    confidence: CascadeResult
+if TYPE_CHECKING:
+    Ensembles = BaseModel
+    EnsembleInfo = BaseModel
+else:
+    #: Every ensemble's answer, a field per entry of `ENSEMBLES`.
+    Ensembles = create_model(
+        "Ensembles",
+        __doc__="Every ensemble's answer.",
+        **{
+            name: (CascadeResult if entry.names_decider else EnsembleResult, Field(description=entry.rule))
+            for name, entry in ENSEMBLES.items()
+        },
+    )
 
 
 class InputCheckResult(BaseModel):
@@ -99,18 +109,19 @@ class PredictResponse(BaseModel):
         def doubts(decision: Decision) -> dict[str, Any]:
             return {"uncertain": decision.uncertain, "uncertain_reasons": list(decision.uncertain_reasons)}
 
-        classic = prediction.ensembles["classic"]
-        cascade = prediction.ensembles["confidence"]
+        def ensemble_result(name: str, decision: Decision) -> EnsembleResult:
+            if ENSEMBLES[name].names_decider:
+                decider = decision.decided_by or "classic"
+                return CascadeResult(**fields(decision), **doubts(decision), decided_by=decider)
+            return EnsembleResult(**fields(decision), **doubts(decision))
+
         dicom = prediction.dicom
         return cls(
             request_id=request_id,
             classes=classes,
             models={name: ModelResult(**fields(decision)) for name, decision in prediction.models.items()},
             ensembles=Ensembles(
-                classic=EnsembleResult(**fields(classic), **doubts(classic)),
-                confidence=CascadeResult(
-                    **fields(cascade), **doubts(cascade), decided_by=cascade.decided_by or "classic"
-                ),
+                **{name: ensemble_result(name, decision) for name, decision in prediction.ensembles.items()}
             ),
             model_versions=dict(prediction.model_versions),
             input_check=InputCheckResult.from_check(prediction.input_check),
@@ -198,7 +209,11 @@ class AnalyzeRequest(BaseModel):
 class WrittenObjectInfo(BaseModel):
     """One object written back to the PACS."""
 
-    kind: str = Field(description="`structured_report` or `secondary_capture`.")
+    kind: str = Field(
+        description="What was written: "
+        + "; ".join(f"`{entry.kind}`, {entry.description}" for entry in WRITE_BACK.values())
+        + "."
+    )
     series_instance_uid: str
     sop_instance_uid: str
     sop_class_uid: str
@@ -253,19 +268,17 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
 
 
-class CascadeInfo(BaseModel):
-    """The cascade's settings."""
-
-    order: list[str]
-    tau: float
-
-
-class EnsembleInfo(BaseModel):
-    """Both ensembles' settings."""
-
-    classic: dict[str, str]
-    confidence: CascadeInfo
-    abstain_below: float
+if not TYPE_CHECKING:
+    #: Every ensemble's settings, a field per entry of `ENSEMBLES`, and the shared threshold.
+    EnsembleInfo = create_model(
+        "EnsembleInfo",
+        __doc__="Every ensemble's settings.",
+        **{
+            name: (ensemble.description_type, Field(description=ensemble.rule))
+            for name, ensemble in ENSEMBLES.items()
+        },
+        abstain_below=(float, ...),
+    )
 
 
 class InputCheckInfo(BaseModel):
@@ -309,10 +322,7 @@ class ModelsResponse(BaseModel):
                 for model in predictor.models.values()
             ],
             ensembles=EnsembleInfo(
-                classic={"rule": "unweighted mean of all models' probabilities"},
-                confidence=CascadeInfo(
-                    order=list(manifest.ensembles.confidence.order), tau=manifest.ensembles.confidence.tau
-                ),
+                **{name: ensemble.describe(manifest.ensembles) for name, ensemble in ENSEMBLES.items()},
                 abstain_below=manifest.ensembles.abstain_below,
             ),
             input_check=InputCheckInfo(method=predictor.input_check.method)

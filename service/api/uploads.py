@@ -10,20 +10,21 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from service.errors import (
+from xray.contract.decoders import DECODERS, MEDIA_TYPES, SUFFIXES, ImageFormat, never_gone
+from xray.contract.errors import (
     InvalidImageError,
     InvalidParametersError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from service.inference.preprocessing import MEDIA_TYPES, SUFFIXES, ImageFormat, never_gone
 
 FORM_FIELD = "file"
 # Room for the multipart boundaries and part headers around a file of the maximum size.
 _MULTIPART_OVERHEAD = 64 * 1024
 _ACCEPTED = (
-    "send the image as the request body with Content-Type image/png, image/jpeg or "
-    "application/dicom, or as the multipart/form-data field `file`"
+    f"send the image as the request body with Content-Type "
+    f"{', '.join(decoder.media_types[0] for decoder in DECODERS.values())}, "
+    f"or as the multipart/form-data field `{FORM_FIELD}`"
 )
 
 

@@ -8,12 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: Execution providers understood by `XRAY_PROVIDERS`, short name → onnxruntime name.
-PROVIDER_ALIASES: dict[str, str] = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
+from xray.contract.providers import PROVIDER_ALIASES
 
 
 def default_models_dir() -> Path:

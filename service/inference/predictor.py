@@ -11,54 +11,24 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
+from service.core.concurrency import ConcurrencyPlan
 from service.core.config import Settings
-from service.core.cpu import available_cpus
-from service.errors import InvalidParametersError, ModelLoadError, ProviderUnavailableError
-from service.inference.ensemble import (
-    CLASSIC,
-    CONFIDENCE,
-    MODELS_DISAGREE,
-    OUT_OF_DISTRIBUTION,
-    Decision,
-    calibrated_softmax,
-    classic,
-    confidence_cascade,
-    decide,
-)
-from service.inference.gradcam import FloatMap, normalise, upsample
-from service.inference.input_check import NOT_CHECKED, VIEWS, CheckResult, InputCheck, load_input_check
-from service.inference.manifest import Manifest, load_manifest, verify_model_files
-from service.inference.preprocessing import DecodedImage, DicomReference, ImageFormat, resize_gray
 from service.inference.runner import SideBySide, forward
-from service.inference.session import OnnxModel, ThreadConfig, available_providers, resolve_providers
-from service.inference.shap import ExplanationUnavailableError, ShapBudget, shap_map
+from xray.contract.decoders import ImageFormat
+from xray.contract.ensembles import ENSEMBLES, MODELS_DISAGREE, OUT_OF_DISTRIBUTION, Decision, decide
+from xray.contract.errors import InferenceFailedError, ModelLoadError, ProviderUnavailableError
+from xray.contract.images import DecodedImage, DicomReference, resize_gray
+from xray.contract.input_check import NOT_CHECKED, VIEWS, CheckResult, InputCheck, load_input_check
+from xray.contract.manifest import Manifest, load_manifest, verify_model_files
+from xray.contract.model import OnnxModel, available_providers
+from xray.contract.providers import resolve_providers
 
 logger = logging.getLogger(__name__)
-
-
-ExplanationMethod = Literal["gradcam", "shap"]
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """A prediction with its explanation maps (values in [0, 1], at the submitted image's size)."""
-
-    method: ExplanationMethod
-    prediction: Prediction
-    target_index: int
-    maps: dict[str, FloatMap]
-    ensemble: FloatMap
-
-    @property
-    def all_maps(self) -> dict[str, FloatMap]:
-        """Each model's map, then the ensemble's under `ensemble`."""
-        return {**self.maps, "ensemble": self.ensemble}
 
 
 @dataclass(frozen=True)
@@ -88,7 +58,7 @@ class Prediction:
 
 
 @dataclass(frozen=True)
-class _Pass:
+class ForwardPass:
     """What one forward pass of every model over a batch gave."""
 
     probabilities: dict[str, npt.NDArray[np.float64]]
@@ -106,7 +76,7 @@ class Predictor:
         manifest: Manifest,
         models: Mapping[str, OnnxModel],
         *,
-        workers: int = 1,
+        plan: ConcurrencyPlan | None = None,
         input_check: InputCheck | None = None,
     ) -> None:
         """Combine a manifest with one loaded session per model entry.
@@ -114,9 +84,9 @@ class Predictor:
         Args:
             manifest: The validated manifest.
             models: One session per manifest entry.
-            workers: With more than one, the models of a batch run side by side on this many
-                threads (see `SideBySide`; their sessions should then have a share of the cores
-                each, see `session_threads`); with one, one after another on the caller's thread.
+            plan: The serving plan the sessions were opened for; with more than one model thread,
+                the models of a batch run side by side on its model pool (see `SideBySide`);
+                otherwise (and without a plan) one after another on the caller's thread.
             input_check: The manifest's input check; default: the `none` check, which never flags.
         """
         missing = [entry.name for entry in manifest.models if entry.name not in models]
@@ -133,9 +103,8 @@ class Predictor:
         self._maps_for_check = tuple(
             name for name in self.models if "class_maps" in self.input_check.views_of(name)
         )
-        self._side_by_side = (
-            SideBySide(self.models, workers=workers) if workers > 1 and len(self.models) > 1 else None
-        )
+        pool = plan.model_pool() if plan is not None and len(self.models) > 1 else None
+        self._side_by_side = SideBySide(self.models, pool) if pool is not None else None
 
     @property
     def parallel(self) -> bool:
@@ -147,8 +116,13 @@ class Predictor:
         if self._side_by_side is not None:
             self._side_by_side.close()
 
-    def _run(self, images: Sequence[DecodedImage], *, maps_for: Collection[str] = ()) -> _Pass:
-        """One forward pass of every model: calibrated probabilities, class maps of `maps_for`, timings."""
+    def forward(self, images: Sequence[DecodedImage], *, maps_for: Collection[str] = ()) -> ForwardPass:
+        """One forward pass of every model: calibrated probabilities, class maps of `maps_for`, timings.
+
+        Raises:
+            InferenceFailedError: A model gave logits of the wrong shape (the request fails with a
+                503; the service stays up).
+        """
         # Each distinct input size is resized once and shared: the bundled models all take 160x160,
         # and resizing a 512x512 upload costs as much as the scratch network's forward pass.
         sizes = {(model.entry.input.height, model.entry.input.width) for model in self.models.values()}
@@ -174,16 +148,16 @@ class Predictor:
                 )
                 for name, batch in inputs.items()
             }
-        result = _Pass({}, {}, {}, time.perf_counter() - started)
+        result = ForwardPass({}, {}, {}, time.perf_counter() - started)
         views: dict[str, dict[str, npt.NDArray[np.float32]]] = {name: {} for name in runs}
         for name, run in runs.items():
             logits = run.outputs.logits
             if logits.shape != (len(images), len(self.classes)):
-                raise ModelLoadError(
+                raise InferenceFailedError(
                     f"model {name!r} returned logits of shape {logits.shape}, expected "
                     f"({len(images)}, {len(self.classes)})"
                 )
-            result.probabilities[name] = calibrated_softmax(logits, self.models[name].entry.temperature)
+            result.probabilities[name] = self.models[name].calibrated(logits)
             result.timings[name] = run.seconds
             if run.outputs.maps is not None:
                 result.maps[name] = run.outputs.maps
@@ -193,7 +167,8 @@ class Predictor:
         result.checks.extend(self.input_check.evaluate(views, len(images)))
         return result
 
-    def _combine(self, images: Sequence[DecodedImage], done: _Pass) -> list[Prediction]:
+    def combine(self, images: Sequence[DecodedImage], done: ForwardPass) -> list[Prediction]:
+        """Each image's per-model decisions and every ensemble of `ENSEMBLES`, from one forward pass."""
         spec = self.manifest.ensembles
         results = []
         for row, image in enumerate(images):
@@ -205,19 +180,14 @@ class Predictor:
                 *([MODELS_DISAGREE] if len({model.label_index for model in models.values()}) > 1 else []),
             ]
             ensembles = {
-                CLASSIC: classic(per_model, abstain_below=spec.abstain_below),
-                CONFIDENCE: confidence_cascade(
-                    per_model,
-                    order=spec.confidence.order,
-                    tau=spec.confidence.tau,
-                    abstain_below=spec.abstain_below,
-                ),
+                name: ensemble.combine(per_model, spec).with_reasons(*reasons)
+                for name, ensemble in ENSEMBLES.items()
             }
             results.append(
                 Prediction(
                     classes=self.classes,
                     models=models,
-                    ensembles={name: decision.with_reasons(*reasons) for name, decision in ensembles.items()},
+                    ensembles=ensembles,
                     model_versions=dict(self.versions),
                     dicom=image.dicom,
                     timings=dict(done.timings),
@@ -238,98 +208,11 @@ class Predictor:
         """
         if not images:
             return []
-        return self._combine(images, self._run(images))
+        return self.combine(images, self.forward(images))
 
     def gradcam_models(self) -> list[str]:
         """The models whose graphs give Grad-CAM maps."""
         return [name for name, model in self.models.items() if model.entry.outputs.class_maps]
-
-    def explanation_request(
-        self, target: str, models: Sequence[str] | None, method: ExplanationMethod = "gradcam"
-    ) -> list[str]:
-        """Check an explanation's target and models; return the models to explain.
-
-        Args:
-            target: "predicted" or a class name.
-            models: Model names, or None for every model the method can explain.
-            method: "gradcam" (needs the class-map output) or "shap" (any model).
-
-        Raises:
-            InvalidParametersError: An unknown target or model, or a model without maps.
-        """
-        if target != "predicted" and target not in self.classes:
-            raise InvalidParametersError(
-                f"target must be `predicted` or one of {list(self.classes)}, got {target!r}"
-            )
-        available = self.gradcam_models() if method == "gradcam" else list(self.models)
-        if not available:
-            raise InvalidParametersError(
-                "none of the loaded models was exported with Grad-CAM maps (outputs.class_maps)"
-            )
-        chosen = [name.strip() for name in models if name.strip()] if models is not None else available
-        unknown = [name for name in chosen if name not in self.models]
-        if unknown or not chosen:
-            raise InvalidParametersError(f"models must name some of {list(self.models)}, got {list(chosen)}")
-        without = [name for name in chosen if name not in available]
-        if without:
-            raise InvalidParametersError(f"model(s) {without} were exported without Grad-CAM maps")
-        return chosen
-
-    def explain(
-        self,
-        image: DecodedImage,
-        *,
-        method: ExplanationMethod,
-        target: str,
-        models: Sequence[str],
-        shap_budget: ShapBudget | None = None,
-        max_side: int | None = None,
-    ) -> Explanation:
-        """Predict one image and explain the target class for each of `models`.
-
-        Grad-CAM comes from the same forward pass as the probabilities; SHAP costs up to
-        `shap_budget.max_evals` further evaluations per model.
-
-        Args:
-            image: The decoded upload.
-            method: "gradcam" or "shap".
-            target: "predicted" (the classic ensemble's label) or a class name.
-            models: The models to explain (see `explanation_request`).
-            shap_budget: Required for SHAP.
-            max_side: Render the maps with their longer side at most this (the image's aspect
-                kept); None: at the image's size.
-
-        Returns:
-            The prediction, the target class, each model's normalised map and the ensemble map
-            (each model's map weighted by its probability of the target), at the image's size
-            or within `max_side`.
-        """
-        done = self._run([image], maps_for=models if method == "gradcam" else ())
-        (prediction,) = self._combine([image], done)
-        index = (
-            prediction.ensembles[CLASSIC].label_index if target == "predicted" else self.classes.index(target)
-        )
-        if method == "gradcam":
-            small = {name: normalise(done.maps[name][0, ..., index]) for name in models}
-        else:
-            if shap_budget is None:
-                raise ValueError("SHAP needs a budget")
-            small = {name: shap_map(self.models[name], image.pixels, index, shap_budget) for name in models}
-        height, width = display_size(image.size, max_side)
-        per_model = {name: upsample(heatmap, height, width) for name, heatmap in small.items()}
-        weights = np.asarray(
-            [prediction.models[name].probabilities[index] for name in models], dtype=np.float32
-        )
-        if float(weights.sum()) <= 0.0:
-            weights = np.ones_like(weights)
-        weights /= weights.sum()
-        # Accumulated in place in float32: a stacked tensordot upcast and copied every full-size
-        # map (10 ms for a 512x512 image, more than the forward pass of the scratch network).
-        combined = np.zeros((height, width), dtype=np.float32)
-        for weight, name in zip(weights, models, strict=True):
-            combined += np.float32(weight) * per_model[name]
-        ensemble = normalise(combined)
-        return Explanation(method, prediction, index, per_model, ensemble)
 
     def warm_up(self, batch_size: int = 1) -> None:
         """Run each model once on a blank image, so the first request pays no lazy start-up.
@@ -379,55 +262,6 @@ class Predictor:
             self.predict([blank_image] * batch_size)
             logger.info("warm-up at batch %d took %.3fs", batch_size, time.perf_counter() - started)
 
-    def warm_up_explanations(self) -> None:
-        """Compute one small SHAP map, so that the first SHAP request does not pay shap's start-up.
-
-        shap compiles parts of itself with numba on first use: about 15 s on two cores, after
-        which a call takes milliseconds. Without this, the first `/explain?method=shap` after a
-        start would wait for the compiler (and could run past its time limit). A server without
-        shap skips it.
-        """
-        model = next(iter(self.models.values()))
-        spec = model.entry.input
-        started = time.perf_counter()
-        try:
-            blank = np.zeros((spec.height, spec.width), dtype=np.uint8)
-            shap_map(model, blank, 0, ShapBudget.starting_now(10, 600))
-        except ExplanationUnavailableError:
-            logger.info("shap is not installed: SHAP explanations answer 501")
-            return
-        logger.info("SHAP warm-up took %.1fs", time.perf_counter() - started)
-
-
-def display_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
-    """(height, width) scaled down so that the longer side is at most `max_side` (never up)."""
-    height, width = size
-    if max_side is None or max(height, width) <= max_side:
-        return height, width
-    scale = max_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def cpu_share(settings: Settings) -> int:
-    """CPUs for one inference worker: the CPU quota shared among the workers (at least one)."""
-    return max(1, available_cpus() // settings.inference_workers)
-
-
-def session_threads(settings: Settings, models: int = 1) -> ThreadConfig:
-    """Intra-op threads per session.
-
-    One after another, each session gets the worker's whole CPU share; side by side, the share
-    is split among the `models` sessions, at least one thread each, and the predictor runs them
-    on as many threads as fit the share (two cores, three models: one thread per session, two
-    model threads).
-    """
-    if settings.intra_op_threads is not None:
-        return ThreadConfig(intra_op=settings.intra_op_threads)
-    share = cpu_share(settings)
-    if settings.model_execution == "parallel":
-        share //= max(1, models)
-    return ThreadConfig(intra_op=max(1, share))
-
 
 def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predictor:
     """Read the manifest, verify every file's sha256, and open one session per model.
@@ -454,9 +288,9 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
             choice.missing,
             choice.providers,
         )
-    threads = session_threads(settings, len(manifest.models))
+    plan = ConcurrencyPlan.from_settings(settings, len(manifest.models))
     models = {
-        entry.name: OnnxModel(entry, paths[entry.name], choice.providers, threads)
+        entry.name: OnnxModel(entry, paths[entry.name], choice.providers, plan.session_threads)
         for entry in manifest.models
     }
     for model in models.values():
@@ -472,8 +306,6 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
                 model.provider,
                 choice.providers[0],
             )
-    # Side by side: as many model threads as the sessions' threads fit in the worker's CPU share.
-    workers = max(1, cpu_share(settings) // threads.intra_op) if settings.model_execution == "parallel" else 1
     input_check = load_input_check(
         manifest.input_check,
         folder,
@@ -486,8 +318,8 @@ def load_predictor(settings: Settings, models_dir: Path | None = None) -> Predic
         "loaded %d model(s) from %s with %d intra-op thread(s) each, run %s",
         len(models),
         folder,
-        threads.intra_op,
-        f"side by side on {workers} threads" if workers > 1 else "one after another",
+        plan.session_threads.intra_op,
+        f"side by side on {plan.model_threads} threads" if plan.model_threads > 1 else "one after another",
     )
     logger.info("input check: %s", input_check.method)
-    return Predictor(manifest, models, workers=workers, input_check=input_check)
+    return Predictor(manifest, models, plan=plan, input_check=input_check)

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from service.inference.session import GraphOutputs, OnnxModel
+from service.core.concurrency import Pool
+from xray.contract.model import GraphOutputs, OnnxModel
 
 #: Weight of the newest run in each model's moving average of seconds per image.
 _EWMA_ALPHA = 0.2
@@ -50,24 +51,26 @@ def _concatenate(parts: list[npt.NDArray[np.float32] | None]) -> npt.NDArray[np.
 
 
 class SideBySide:
-    """Runs several models on one batch with `workers` threads, longest tasks first."""
+    """Runs several models on one batch on a pool of threads, longest tasks first."""
 
-    def __init__(self, models: Mapping[str, OnnxModel], *, workers: int, min_chunk: int = 4) -> None:
-        """Create the threads (started on first use).
+    def __init__(
+        self, models: Mapping[str, OnnxModel], pool: Pool, *, min_chunk: int = 4
+    ) -> None:
+        """Run `models` on `pool` (the serving plan's model pool).
 
         Args:
             models: The sessions, by name.
-            workers: Threads; with one intra-op thread per session, the CPU quota.
+            pool: The threads; with one intra-op thread per session, as many as the CPU quota.
             min_chunk: A model's batch is split only into chunks of at least this many images
                 (smaller chunks lose more to per-run overhead than balancing wins back).
         """
-        if workers < 1 or min_chunk < 1:
-            raise ValueError("workers and min_chunk must be >= 1")
+        if min_chunk < 1:
+            raise ValueError("min_chunk must be >= 1")
         self._models = dict(models)
-        self._workers = workers
+        self._pool = pool
+        self._workers = pool.threads
         self._min_chunk = min_chunk
         self._seconds_per_image = dict.fromkeys(self._models, 0.0)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xray-model-run")
 
     def observe(self, name: str, seconds: float, images: int) -> None:
         """Record that `name` took `seconds` for `images` images (also fed by the warm-up)."""

@@ -13,9 +13,9 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from service.core.concurrency import Pool
 from service.errors import OverloadedError
 
 T = TypeVar("T")
@@ -25,14 +25,14 @@ _EWMA_ALPHA = 0.2
 
 
 class InferenceScheduler:
-    """Runs blocking jobs on `workers` threads with at most `max_pending` admitted at once."""
+    """Runs blocking jobs on a pool with at most `max_pending` admitted at once."""
 
-    def __init__(self, *, workers: int, max_pending: int) -> None:
-        """Create the pool; no thread starts until the first job."""
-        if workers < 1 or max_pending < 1:
-            raise ValueError("workers and max_pending must be >= 1")
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xray-infer")
-        self._workers = workers
+    def __init__(self, executor: Pool, *, max_pending: int) -> None:
+        """Admit jobs to `executor` (the serving plan's job pool), at most `max_pending` at once."""
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self._executor = executor
+        self._workers = executor.threads
         self._max_pending = max_pending
         self._pending = 0
         self._completed = 0

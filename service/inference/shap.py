@@ -21,11 +21,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFilter
 
-from service.errors import RequestError
-from service.inference.ensemble import calibrated_softmax
 from service.inference.gradcam import FloatMap, normalise
-from service.inference.preprocessing import GrayImage, resize_gray
-from service.inference.session import OnnxModel
+from xray.contract.errors import RequestError
+from xray.contract.images import GrayImage, resize_gray
+from xray.contract.model import OnnxModel
 
 #: Evaluations per batch sent to onnxruntime.
 BATCH = 50
@@ -97,7 +96,7 @@ def shap_map(model: OnnxModel, pixels: GrayImage, target: int, budget: ShapBudge
                 "(max_evals) or fewer models"
             )
         batch = model.from_gray(np.asarray(masked, dtype=np.float32)[..., 0])
-        return calibrated_softmax(model.run(batch), model.entry.temperature)
+        return model.calibrated(model.run(batch))
 
     masker = shap.maskers.Image(blurred[..., None], (spec.height, spec.width, 1))
     explainer = shap.Explainer(evaluate, masker, algorithm="partition")

@@ -16,12 +16,11 @@ from typing import Any
 
 import pydicom
 
-from service.errors import InvalidParametersError, PayloadTooLargeError, UnsupportedMediaTypeError
+from xray.contract.errors import InvalidParametersError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 DICOM_JSON = "application/dicom+json"
 
 #: Failure reasons of PS3.18 Table 10.5.3-1 / PS3.4 Annex GG used here.
-PROCESSING_FAILURE = 0x0110
 SOP_CLASS_NOT_SUPPORTED = 0x0122
 CANNOT_UNDERSTAND = 0xC000
 OUT_OF_RESOURCES = 0xA700

@@ -20,8 +20,6 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.core.config import Settings
-from service.inference.manifest import Manifest, load_manifest, verify_model_files
-from service.inference.preprocessing import decode_image
 from tests.conftest import REPO, wait_ready
 from tests.factories import png_bytes
 from tests.live_server import LiveServer, live_server
@@ -29,6 +27,8 @@ from training import non_chest
 from training.config import SplitConfig
 from training.data import Record, read_dataset, split_by_group
 from training.metrics import classification_metrics, pairwise_auc
+from xray.contract.manifest import Manifest, load_manifest, verify_model_files
+from xray.contract.preprocessing import decode_image
 
 MODELS = REPO / "models"
 ARCHITECTURES = ("scratch", "inception_resnet_v2", "efficientnet_v2_b2")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service.inference.preprocessing import decode_image, preprocess
 from tests.factories import ModelSpec
+from xray.contract.preprocessing import decode_image, preprocess
 
 pytestmark = pytest.mark.shared_data
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.cli import main
 from tests.factories import gradient, png_bytes
+from xray.cli import main
 
 
 def test_predict_prints_the_same_json_as_the_api(
@@ -63,7 +63,7 @@ def free_port() -> int:
 
 def xray(*args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "xray", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -115,7 +115,7 @@ def test_serve_answers_over_http_and_stops_on_sigterm(models_dir: Path) -> None:
 
 def test_the_service_and_its_command_line_never_import_tensorflow() -> None:
     probe = (
-        "import sys; from service.cli import build_parser; build_parser(); import service.api.app; "
+        "import sys; from xray.cli import build_parser; build_parser(); import service.api.app; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'sklearn') if m in sys.modules))"
     )
     result = subprocess.run(

@@ -77,7 +77,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     recipes.write_text(json.dumps({arch: {"image_size": size} for arch, size in TINY_SIZES.items()}))
     runs = root / "runs"
     command = [  # no --models-dir: the default, RUNS/models, is what a user gets
-        sys.executable, "-m", "service.cli", "train",
+        sys.executable, "-m", "xray", "train",
         "--data", str(data),
         "--runs", str(runs),
         "--config", str(recipes),

@@ -7,10 +7,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from training.architectures import build_model
+from training.architectures import ARCHITECTURES, build_model, default_cascade_order
 from training.architectures.baselines import BASELINES
 from training.architectures.common import WeightsError
+from training.config import TrainConfig
 from training.flops import count_flops, count_params
 
 ARCHS = [
@@ -98,3 +100,16 @@ def test_batch_norm_momentum_is_set_on_every_layer() -> None:
     momenta = {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
     assert momenta == {0.9}
     assert keras.models.clone_model(model).get_layer("stem_bn").momentum == 0.9
+
+
+def test_the_table_is_what_the_config_the_command_line_and_the_manifest_read() -> None:
+    assert [row[0] for row in ARCHS] == list(ARCHITECTURES)
+    for name, entry in ARCHITECTURES.items():
+        assert TrainConfig(arch=name).size == entry.default_size
+        assert TrainConfig(arch=name, image_size=entry.min_size).size == entry.min_size
+        with pytest.raises(ValidationError, match="smallest input"):
+            TrainConfig(arch=name, image_size=entry.min_size - 1)
+    with pytest.raises(ValidationError, match="unknown architecture"):
+        TrainConfig(arch="resnet50")
+    # The contract's default cascade (docs/api.md): EfficientNetV2 first, then InceptionResNetV2.
+    assert default_cascade_order() == ["efficientnet_v2_b2", "inception_resnet_v2"]

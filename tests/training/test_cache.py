@@ -11,10 +11,10 @@ from PIL import Image
 
 from service.core.config import Settings
 from service.inference.predictor import load_predictor
-from service.inference.preprocessing import decode_image
 from tests.factories import ModelSpec, gradient, jpeg_bytes, png_bytes, write_models_dir
 from training.cache import load_images
 from training.data import Record
+from xray.contract.preprocessing import decode_image
 
 
 def sixteen_bit_png(array: np.ndarray) -> bytes:

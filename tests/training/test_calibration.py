@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.inference.ensemble import calibrated_softmax
 from training.calibration import choose_abstain_threshold, choose_cascade, fit_temperature
+from xray.contract.ensembles import calibrated_softmax
 
 
 def sampled(logits: np.ndarray, temperature: float, seed: int = 0) -> np.ndarray:

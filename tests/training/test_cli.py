@@ -8,8 +8,9 @@ import logging
 import pytest
 from pydantic import ValidationError
 
+from training.architectures import ARCHITECTURES
 from training.cli import _configs
-from training.config import MIN_IMAGE_SIZE, TrainConfig
+from training.config import TrainConfig
 
 
 def _arguments(**overrides: object) -> argparse.Namespace:
@@ -26,7 +27,7 @@ def test_a_smoke_size_for_all_networks_raises_each_to_its_smallest_input(
     with caplog.at_level(logging.WARNING):
         configs = _configs(_arguments(image_size=32))
     assert {config.arch: config.size for config in configs} == {
-        arch: max(32, smallest) for arch, smallest in MIN_IMAGE_SIZE.items()
+        arch: max(32, entry.min_size) for arch, entry in ARCHITECTURES.items()
     }
     assert "below inception_resnet_v2's smallest input: it trains at 75" in caplog.text
 

@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 
 from service.core.config import Settings
-from service.inference.predictor import load_predictor
-from service.inference.preprocessing import DecodedImage, ImageFormat
+from service.inference import load_predictor
+from service.inference.explanations import Explainer, ExplanationRequest
 from tests.factories import sha256
 from training.export import ClassMaps, _convert
+from xray.contract.decoders import ImageFormat
+from xray.contract.images import DecodedImage
 
 pytestmark = pytest.mark.slow
 
@@ -140,9 +142,10 @@ def maps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     result: dict[str, object] = {"discs": discs, "bars": bars}
     for name, model in (("trained", trained), ("randomised", randomised)):
         predictor = load_predictor(Settings(models_dir=export(model, root / name)))
+        explainer = Explainer(predictor, shap_time_limit=60)
         result[name] = {
             target: [
-                predictor.explain(as_image(pixels), method="gradcam", target=target, models=["tiny"]).maps[
+                explainer.maps(as_image(pixels), ExplanationRequest(target=target, models=("tiny",))).maps[
                     "tiny"
                 ]
                 for pixels in pairs

@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from service.inference.input_check import FEATURES_OUTPUT
 from training import input_check, non_chest
+from xray.contract.input_check import FEATURES_OUTPUT
 
 
 def _head_model(path: Path, *, with_head: bool = True) -> None:

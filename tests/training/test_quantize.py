@@ -9,18 +9,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.cli import main
 from service.core.config import Settings
-from service.inference.manifest import load_manifest, verify_model_files
 from service.inference.predictor import load_predictor
-from service.inference.preprocessing import decode_image
 from tests.conftest import wait_ready
 from tests.factories import png_bytes
 from tests.training.conftest import synthetic_image, write_labelled_images
 from training.architectures import build_model
 from training.config import SplitConfig, TrainConfig
 from training.data import Split, labels_of, read_dataset, split_by_group
-from training.workflow import compare_quantized, export_and_calibrate
+from training.workflow import compare_quantized, export_and_calibrate, float_original
+from xray.cli import main
+from xray.contract.manifest import file_sha256, load_manifest, verify_model_files
+from xray.contract.preprocessing import decode_image
 
 pytestmark = pytest.mark.slow
 
@@ -91,3 +91,22 @@ def test_int8_is_compared_with_its_float_original_per_source(tmp_path: Path) -> 
     for scope in scores.values():
         assert 0.0 <= scope["top1_agreement"] <= 1.0
         assert {"macro_f1_float32", "macro_f1_int8", "accuracy_float32"} <= set(scope)
+
+
+def test_the_float_original_is_found_by_its_checksum_whatever_the_run_folder(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    (runs / "scratch-v2").mkdir(parents=True)  # not `<runs>/<model name>`
+    (runs / "other").mkdir()
+    (runs / "scratch-v2" / "scratch.float.onnx").write_bytes(b"the original")
+    (runs / "other" / "scratch.float.onnx").write_bytes(b"another run's")
+    quantization = {"float_file_sha256": file_sha256(runs / "scratch-v2" / "scratch.float.onnx")}
+    assert float_original(runs, quantization) == runs / "scratch-v2" / "scratch.float.onnx"
+    assert float_original(runs, {"float_file_sha256": "0" * 64}) is None
+    assert float_original(tmp_path / "absent", quantization) is None
+
+
+def test_a_missing_float_original_is_reported_not_skipped_silently(tmp_path: Path) -> None:
+    split, runs, models = _export_int8_scratch(tmp_path)
+    (runs / "scratch" / "scratch.float.onnx").unlink()
+    comparison = compare_quantized(models, runs, split.test, runs / "cache")
+    assert comparison["scratch"]["skipped"].startswith("no *.float.onnx with sha256 ")

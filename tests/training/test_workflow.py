@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.api.app import create_app
-from service.cli import main
 from service.core.config import Settings
-from service.inference.manifest import load_manifest, verify_model_files
 from tests.conftest import wait_ready
 from tests.factories import png_bytes
 from tests.training.conftest import TINY_SIZES, synthetic_image
+from xray.cli import main
+from xray.contract.manifest import load_manifest, verify_model_files
 
 pytestmark = pytest.mark.slow
 

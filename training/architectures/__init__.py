@@ -1,21 +1,63 @@
-"""The three networks, one builder module each (as `keras.applications` does)."""
+"""The networks: one table entry each, and a builder module each (as `keras.applications` has).
+
+`ARCHITECTURES` is the one place an architecture is described: its builder module, the input size
+it was designed for, the smallest input it accepts, and its place in the confidence cascade's
+default order. The configuration, the command line, the manifest writer and the benchmarks read
+it; a fourth network is an entry here and its own module with `build(size, num_classes, *,
+dropout, weights) -> BuiltModel`. Nothing here imports Keras until a network is built.
+"""
 
 from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Callable, Iterator
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
+if TYPE_CHECKING:
+    from training.architectures.common import BuiltModel
 
-from training.architectures import efficientnet_v2_b2, inception_resnet_v2, scratch
-from training.architectures.common import BuiltModel
 
-BUILDERS: dict[str, Callable[..., BuiltModel]] = {
-    "scratch": scratch.build,
-    "inception_resnet_v2": inception_resnet_v2.build,
-    "efficientnet_v2_b2": efficientnet_v2_b2.build,
+@dataclass(frozen=True)
+class Architecture:
+    """One network.
+
+    Attributes:
+        name: Its name in configs, runs, the manifest and every answer.
+        default_size: The input side it was designed for (a recipe may choose another).
+        min_size: The smallest input side it accepts.
+        cascade_rank: Its place in the confidence cascade's default order, used until the order
+            is chosen on validation data (None: not in the default cascade).
+    """
+
+    name: str
+    default_size: int
+    min_size: int
+    cascade_rank: int | None = None
+
+    @property
+    def module(self) -> str:
+        """The builder module: `training.architectures.<name>`."""
+        return f"{__name__}.{self.name}"
+
+
+#: Every network, in the order the manifest lists them.
+ARCHITECTURES: dict[str, Architecture] = {
+    architecture.name: architecture
+    for architecture in (
+        Architecture("scratch", default_size=224, min_size=32),
+        Architecture("inception_resnet_v2", default_size=299, min_size=75, cascade_rank=1),
+        Architecture("efficientnet_v2_b2", default_size=260, min_size=32, cascade_rank=0),
+    )
 }
+
+
+def default_cascade_order() -> list[str]:
+    """The networks of the default confidence cascade, in the order they are asked."""
+    ranked = [entry for entry in ARCHITECTURES.values() if entry.cascade_rank is not None]
+    return [entry.name for entry in sorted(ranked, key=lambda entry: entry.cascade_rank or 0)]
 
 
 @contextlib.contextmanager
@@ -49,7 +91,7 @@ def build_model(
     """Build network `arch` for (size, size, 1) grayscale inputs in [0, 255].
 
     Args:
-        arch: One of `BUILDERS`.
+        arch: One of `ARCHITECTURES`.
         size: Input side.
         num_classes: Number of classes.
         dropout: Dropout before the linear head.
@@ -59,9 +101,11 @@ def build_model(
     Raises:
         KeyError: Unknown architecture.
     """
-    builder = BUILDERS[arch]
+    import keras
+
+    builder = importlib.import_module(ARCHITECTURES[arch].module).build
     with fresh_layer_names():
-        built = builder(size, num_classes, dropout=dropout, weights=weights)
+        built: BuiltModel = builder(size, num_classes, dropout=dropout, weights=weights)
     if bn_momentum is not None:
         for layer in built.model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):

@@ -7,19 +7,19 @@ from typing import Any
 from fastapi import Response
 
 from service.api.schemas import PredictResponse, Problem
+from xray.contract.decoders import DECODERS, accepted_labels
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
-#: The request body of /predict (and later /explain): raw image or multipart field `file`.
+#: The request body of /predict and /explain: a raw image of any container of
+#: `xray.contract.decoders.DECODERS`, or the multipart field `file`.
 IMAGE_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "A chest radiograph as PNG, JPEG or DICOM: the raw body with its media type, "
+        "description": f"A chest radiograph as {accepted_labels()}: the raw body with its media type, "
         "or the multipart/form-data field `file`.",
         "content": {
-            "image/png": _BINARY,
-            "image/jpeg": _BINARY,
-            "application/dicom": _BINARY,
+            **{decoder.media_types[0]: _BINARY for decoder in DECODERS.values()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

@@ -31,16 +31,16 @@ from service.api.schemas import (
     SkippedInstance,
     WrittenObjectInfo,
 )
-from service.api.state import ServiceState
 from service.api.uploads import read_capped
 from service.core.config import Settings
-from service.errors import PayloadTooLargeError, RequestError
-from service.inference.dicom import UnsupportedDicomError
 from service.inference.predictor import Prediction
+from service.inference.serving import InferenceService
 from service.pacs import stow
 from service.pacs.client import InstanceQuery, PacsClient, encode
-from service.pacs.results import SC_SOP_CLASS, WrittenObject
-from service.pacs.writeback import write_back
+from service.pacs.results import WrittenObject
+from service.pacs.writeback import kind_of, overlay_wanted, write_back
+from xray.contract.decoders.dicom import UnsupportedDicomError
+from xray.contract.errors import PayloadTooLargeError, RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,10 @@ def _reason(exc: RequestError) -> int:
 
 
 def _info(written: WrittenObject) -> WrittenObjectInfo:
-    kind = "secondary_capture" if written.sop_class_uid == SC_SOP_CLASS else "structured_report"
-    return WrittenObjectInfo(kind=kind, **vars(written))
+    return WrittenObjectInfo(kind=kind_of(written), **vars(written))
 
 
-async def _pacs_call(state: ServiceState, operation: str, call: Callable[[], T]) -> T:
+async def _pacs_call(state: InferenceService, operation: str, call: Callable[[], T]) -> T:
     """Run a blocking PACS call off the event loop and count its outcome."""
     counter = state.metrics.pacs_operations
     try:
@@ -78,10 +77,14 @@ async def _pacs_call(state: ServiceState, operation: str, call: Callable[[], T])
 
 
 async def _analyse_and_write(
-    state: ServiceState, settings: Settings, client: PacsClient | None, data: bytes, source: pydicom.Dataset
+    state: InferenceService,
+    settings: Settings,
+    client: PacsClient | None,
+    data: bytes,
+    source: pydicom.Dataset,
 ) -> tuple[Prediction, list[WrittenObject]]:
-    overlay_wanted = client is not None and settings.pacs_write_secondary_capture
-    prediction, overlay = await state.analyse_dicom(data, overlay=overlay_wanted)
+    with_overlay = client is not None and overlay_wanted(settings)
+    prediction, overlay = await state.analyse_dicom(data, overlay=with_overlay)
     if client is None:
         return prediction, []
     written = await _pacs_call(

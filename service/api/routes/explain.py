@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from service.api.deps import ReadyStateDep, UploadDep, require_api_key
 from service.api.routes._openapi import IMAGE_REQUEST_BODY, json_body, problems
 from service.api.schemas import ExplainResponse
-from service.errors import InvalidParametersError
+from service.inference.explanations import ExplanationRequest
+from xray.contract.errors import InvalidParametersError
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -72,26 +73,28 @@ async def explain(
         raise InvalidParametersError(
             f"max_evals {evals} is above this server's SHAP budget of {settings.shap_max_evals} evaluations"
         )
-    predictor = state.predictor
-    chosen = predictor.explanation_request(target, models.split(",") if models is not None else None, method)
-    rendered = await state.explain(
+    chosen = state.explainer.models_for(target, models.split(",") if models is not None else None, method)
+    explained = await state.explain(
         upload.data,
         upload.declared,
-        method=method,
-        target=target,
-        models=chosen,
-        max_evals=evals,
-        include_image=include_image,
-        overlays=overlays,
-        max_side=max_side or settings.explain_max_side,
-        client_gone=upload.client_gone,
+        ExplanationRequest(
+            method=method,
+            target=target,
+            models=tuple(chosen),
+            max_evals=evals,
+            max_side=max_side or settings.explain_max_side,
+            overlays=overlays,
+            include_image=include_image,
+        ),
+        upload.client_gone,
     )
+    rendered = explained.rendered
     result = rendered.result
     layers = {
         name: model.entry.gradcam.layer if model.entry.gradcam and method == "gradcam" else None
-        for name, model in predictor.models.items()
+        for name, model in state.predictor.models.items()
     }
     body = ExplainResponse.from_explanation(
-        result, rendered.pngs, layers, request.state.request_id, rendered.image_png
+        result, explained.pngs, layers, request.state.request_id, explained.image_png
     )
     return json_body(body, {"inference": result.prediction.inference_seconds, **rendered.timings})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from service.api.deps import MetricsDep
-from service.api.metrics import CONTENT_TYPE
+from service.inference.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["observability"])
 

@@ -7,14 +7,17 @@ network without internet: Swagger UI and ReDoc come from the `fastapi-offline` d
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 from starlette.types import Scope
+
+from xray.contract.decoders import MEDIA_TYPES, SUFFIXES
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 
@@ -24,8 +27,8 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 
-#: Sent with the page and with every static file, so that `/static/index.html` is the same page
-#: under the same policy as `/`, and no file of ours can be framed or sniffed into another type.
+#: Sent with the page and with every static file, so that `/static/index.html` is under the same
+#: policy as `/`, and no file of ours can be framed or sniffed into another type.
 SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
 #: ReDoc styles itself with styled-components, which writes <style> elements at run time with no
@@ -44,10 +47,17 @@ def _html(name: str, headers: dict[str, str] = SECURITY_HEADERS) -> FileResponse
     return FileResponse(STATIC / name, media_type="text/html", headers=headers)
 
 
+@functools.cache
+def _page() -> str:
+    """index.html with its file chooser's filter filled from the decoders' table."""
+    accept = ",".join([*SUFFIXES, *MEDIA_TYPES])
+    return (STATIC / "index.html").read_text(encoding="utf-8").replace("{{ACCEPT}}", accept)
+
+
 @router.get("/", include_in_schema=False)
-async def page() -> FileResponse:
+async def page() -> HTMLResponse:
     """The single page (no authentication: it holds no data; its API calls send the key)."""
-    return _html("index.html")
+    return HTMLResponse(_page(), headers=SECURITY_HEADERS)
 
 
 @router.get("/docs", include_in_schema=False)

@@ -6,14 +6,6 @@ const $ = (id) => document.getElementById(id);
 const state = { file: null, body: null, shown: "ensemble" };
 const KEY_STORAGE = "xray-api-key";
 
-function mediaType(file) {
-  const name = file.name.toLowerCase();
-  if (name.endsWith(".dcm") || file.type === "application/dicom") return "application/dicom";
-  if (name.endsWith(".png") || file.type === "image/png") return "image/png";
-  if (name.endsWith(".jpg") || name.endsWith(".jpeg") || file.type === "image/jpeg") return "image/jpeg";
-  return file.type || "application/octet-stream";
-}
-
 function showError(message) {
   const box = $("error");
   box.textContent = message;
@@ -25,14 +17,18 @@ async function analyse() {
   if (!state.file) return;
   $("error").hidden = true;
   $("status").textContent = "Analysing…";
-  const headers = { "Content-Type": mediaType(state.file) };
+  // Sent as the multipart field `file`: the service tells the container from the bytes, the part's
+  // type and the file name (its table of decoders), so the page needs no list of its own.
+  const form = new FormData();
+  form.append("file", state.file, state.file.name);
+  const headers = {};
   const key = $("api-key").value.trim();
   if (key) headers["X-API-Key"] = key;
   const target = encodeURIComponent($("target").value);
   let response;
   try {
     response = await fetch(`/explain?method=gradcam&include_image=true&target=${target}`, {
-      method: "POST", headers, body: state.file,
+      method: "POST", headers, body: form,
     });
   } catch (error) {
     showError(`The service could not be reached: ${error.message}`);

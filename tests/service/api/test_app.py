@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.api.app import create_app
 from service.core.config import Settings
-from service.errors import ChecksumMismatchError, ManifestError, ModelFileError
+from xray.contract.errors import ChecksumMismatchError, ManifestError, ModelFileError
 
 
 def start(folder: Path) -> None:

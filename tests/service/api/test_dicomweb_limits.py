@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.api.routes import dicomweb
-from service.errors import InvalidParametersError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.pacs import stow
 from tests.factories import pixel_specs
 from tests.service.api.test_dicomweb import multipart_related
+from xray.contract.errors import InvalidParametersError, PayloadTooLargeError, UnsupportedMediaTypeError
 
 SPECS = pixel_specs(with_maps=True)
 

@@ -14,7 +14,7 @@ from service.api.app import create_app
 from service.core.config import Settings
 from tests.conftest import wait_ready
 from tests.factories import default_specs, write_models_dir
-from tests.service.inference.test_decode_fuzz import corrupted
+from tests.xray.contract.test_decode_fuzz import corrupted
 
 CONTENT_TYPES = st.sampled_from(
     [

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.api import state as state_module
-from service.inference.session import GraphOutputs, OnnxModel
+from service.inference import serving as state_module
 from tests.factories import dicom_bytes, gradient, jpeg_bytes, pixel_specs, png_bytes
+from xray.contract.model import GraphOutputs, OnnxModel
 
 PROBLEM = "application/problem+json"
 
@@ -126,11 +126,25 @@ class TestAnswer:
         assert response.status_code == 200, response.text
         assert response.json()["ensembles"]["classic"]["label"] == "tuberculosis"
 
-    def test_16bit_png(self, client: TestClient) -> None:
+    def test_16bit_png(self, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        # What the models were given: the service's decode of the upload, caught on its way.
+        decoded: list[np.ndarray] = []
+        original = state_module.decode_image
+
+        def watched(data: bytes, **kwargs: object) -> object:
+            image = original(data, **kwargs)  # type: ignore[arg-type]
+            decoded.append(image.pixels)
+            return image
+
+        monkeypatch.setattr(state_module, "decode_image", watched)
         buffer = io.BytesIO()
         Image.fromarray(gradient().astype(np.uint16) * 257).save(buffer, format="PNG")
         response = client.post("/predict", content=buffer.getvalue(), headers={"Content-Type": "image/png"})
         assert response.status_code == 200
+        # The 16-bit image holds an 8-bit one times 257: the models saw exactly the 8-bit array.
+        (pixels,) = decoded
+        assert pixels.dtype == np.uint8
+        np.testing.assert_array_equal(pixels, gradient())
 
     def test_dicom_answer_carries_only_its_uids(self, client: TestClient) -> None:
         data = dicom_bytes(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))

@@ -19,7 +19,7 @@ def test_the_api_document_is_current() -> None:
 
 def test_it_names_every_operation_setting_problem_and_manifest_field() -> None:
     from service.api.app import create_app
-    from service.errors import RequestError
+    from xray.contract.errors import RequestError
 
     text = API_DOC.read_text()
     document = create_app(Settings()).openapi()

@@ -52,7 +52,7 @@ def test_a_decoder_s_error_from_a_child_logger_is_withheld_with_its_traceback(
             raise RuntimeError("could not decode SMITHSECRET")
         except RuntimeError:
             logging.getLogger("pydicom.pixels.decoders.base").exception("decoding %s failed", "SECRETUID")
-        logging.getLogger("service.inference.dicom").info("ours, kept: %s", "as written")
+        logging.getLogger("xray.contract.decoders.dicom").info("ours, kept: %s", "as written")
     decoder, ours = caplog.records
     assert decoder.getMessage() == "pydicom error withheld: its text may quote DICOM header values"
     assert decoder.exc_info is None

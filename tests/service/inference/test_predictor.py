@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from service.core.config import Settings
-from service.inference.predictor import load_predictor, session_threads
-from service.inference.preprocessing import DecodedImage, ImageFormat
-from service.inference.session import GraphOutputs, OnnxModel
+from service.inference.explanations import Explainer, ExplanationRequest
+from service.inference.predictor import load_predictor
 from tests.factories import gradient, pixel_specs
+from xray.contract.decoders import ImageFormat
+from xray.contract.images import DecodedImage
+from xray.contract.model import GraphOutputs, OnnxModel
 
 
 def _images() -> list[DecodedImage]:
@@ -25,22 +27,10 @@ def _images() -> list[DecodedImage]:
     ]
 
 
-@pytest.mark.parametrize(
-    ("execution", "cpus", "models", "threads"),
-    [("parallel", 2, 3, 1), ("parallel", 8, 3, 2), ("parallel", 12, 3, 4), ("sequential", 2, 3, 2)],
-)
-def test_session_threads_split_the_cpu_quota_when_the_models_run_side_by_side(
-    monkeypatch: pytest.MonkeyPatch, execution: str, cpus: int, models: int, threads: int
-) -> None:
-    monkeypatch.setattr("service.inference.predictor.available_cpus", lambda: cpus)
-    assert session_threads(Settings(model_execution=execution), models).intra_op == threads  # type: ignore[arg-type]
-    assert session_threads(Settings(model_execution=execution, intra_op_threads=5), models).intra_op == 5  # type: ignore[arg-type]
-
-
 def test_side_by_side_gives_the_same_answers_as_one_after_another_on_model_threads(
     make_models: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.inference.predictor.available_cpus", lambda: 2)
+    monkeypatch.setattr("service.core.concurrency.available_cpus", lambda: 2)
     folder = make_models(pixel_specs(with_maps=True))
     sequential = load_predictor(Settings(models_dir=folder, model_execution="sequential"))
     parallel = load_predictor(Settings(models_dir=folder, model_execution="parallel"))
@@ -72,8 +62,8 @@ def test_side_by_side_gives_the_same_answers_as_one_after_another_on_model_threa
             assert other.inference_seconds > 0
         names = list(parallel.gradcam_models())
         explained = {
-            predictor.parallel: predictor.explain(
-                images[1], method="gradcam", target="predicted", models=names
+            predictor.parallel: Explainer(predictor, shap_time_limit=60).maps(
+                images[1], ExplanationRequest(models=tuple(names))
             )
             for predictor in (sequential, parallel)
         }

@@ -7,11 +7,11 @@ import io
 import numpy as np
 import pydicom
 
-from service.inference.ensemble import Decision
-from service.inference.input_check import CheckResult
 from service.inference.predictor import Prediction
 from service.pacs.results import SC_SOP_CLASS, build_secondary_capture, build_structured_report
 from tests.factories import dicom_bytes
+from xray.contract.ensembles import Decision
+from xray.contract.input_check import CheckResult
 
 CLASSES = ("normal", "pneumonia", "tuberculosis")
 

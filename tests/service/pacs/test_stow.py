@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import InvalidParametersError, UnsupportedMediaTypeError
 from service.pacs.stow import CANNOT_UNDERSTAND, Outcome, response, split_parts
+from xray.contract.errors import InvalidParametersError, UnsupportedMediaTypeError
 
 RELATED = 'multipart/related; type="application/dicom"; boundary=b0'
 

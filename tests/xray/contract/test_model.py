@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from service.core.config import Settings
-from service.errors import ModelLoadError, ProviderUnavailableError
 from service.inference.predictor import load_predictor
-from service.inference.preprocessing import preprocess
-from service.inference.session import CPU, resolve_providers
 from tests.factories import ModelSpec, gradient, png_bytes, sha256
+from xray.contract.errors import ModelLoadError, ProviderUnavailableError
+from xray.contract.preprocessing import preprocess
+from xray.contract.providers import CPU, resolve_providers
 
 
 class TestProviders:
@@ -99,7 +99,7 @@ def test_prepare_feeds_the_preprocessed_pixels_in_the_declared_layout(
     )
     model = load_predictor(Settings(models_dir=folder)).models["scratch"]
     data = png_bytes(gradient(90, 70))
-    from service.inference.preprocessing import decode_image
+    from xray.contract.preprocessing import decode_image
 
     batch = model.prepare([decode_image(data).pixels])
     expected = preprocess(data, 24, 20).astype(np.float32)

@@ -6,20 +6,22 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ClientGoneError, InvalidImageError, PayloadTooLargeError, UnsupportedMediaTypeError
-from service.inference.preprocessing import (
-    ImageFormat,
-    decode_image,
-    preprocess,
-    resize_gray,
-    sniff_format,
+from tests.factories import dicom_bytes, gradient, jpeg_bytes, png_bytes
+from xray.contract.decoders import DECODERS, MEDIA_TYPES, SUFFIXES, DecodeLimits, ImageFormat, accepted_labels
+from xray.contract.errors import (
+    ClientGoneError,
+    InvalidImageError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
 )
-from tests.factories import gradient, jpeg_bytes, png_bytes
+from xray.contract.images import resize_gray
+from xray.contract.preprocessing import decode_image, preprocess, sniff_format
 
 
 def png_chunk(kind: bytes, payload: bytes) -> bytes:
@@ -155,12 +157,12 @@ def test_preprocess_is_decode_then_resize() -> None:
 
 
 def test_an_unforeseen_decoder_failure_is_still_a_client_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.inference import preprocessing
+    from xray.contract.decoders import raster
 
     def explode(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("decoder bug")
 
-    monkeypatch.setattr(preprocessing, "_decode_raster", explode)
+    monkeypatch.setattr(raster, "_decode_raster", explode)
     with pytest.raises(InvalidImageError, match="PNG data cannot be decoded"):
         decode_image(png_bytes(gradient()))
 
@@ -176,7 +178,7 @@ def test_a_decode_past_its_deadline_is_stopped_between_reads(
     data = encode(_noise(1024))  # hundreds of kB: the decoder reads it in several 64 kB blocks
     decode_image(data, max_seconds=1.0)  # in time, it decodes
     clock = iter(float(second) for second in range(1000))  # every look at the clock, a second later
-    monkeypatch.setattr("service.inference.preprocessing.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("xray.contract.decoders.raster.time.monotonic", lambda: next(clock))
     with pytest.raises(PayloadTooLargeError, match=r"took longer than the limit of 2\.5 s"):
         decode_image(data, max_seconds=2.5)
     assert next(clock) < 10  # stopped after a few reads, not after the whole stream
@@ -194,3 +196,39 @@ def test_a_decode_stops_once_its_client_has_gone(encode: Callable[[np.ndarray], 
     with pytest.raises(ClientGoneError):
         decode_image(data, stop=gone)
     assert len(asked) == 3
+
+
+class TestDecoderTable:
+    """`DECODERS` is the one list of containers: recognition, uploads and messages follow it."""
+
+    SAMPLES: ClassVar[dict[ImageFormat, Callable[[], bytes]]] = {
+        ImageFormat.PNG: lambda: png_bytes(gradient()),
+        ImageFormat.JPEG: lambda: jpeg_bytes(gradient()),
+        ImageFormat.DICOM: lambda: dicom_bytes(gradient().astype(np.uint16) * 16),
+    }
+
+    def test_every_container_has_a_sample_here_and_is_recognised_by_its_own_signature(self) -> None:
+        assert set(self.SAMPLES) == set(DECODERS) == set(ImageFormat)
+        for image_format, sample in self.SAMPLES.items():
+            data = sample()
+            assert [entry.format for entry in DECODERS.values() if entry.signature(data)] == [image_format]
+            assert decode_image(data).format is image_format
+
+    def test_the_media_types_and_suffixes_come_from_the_table(self) -> None:
+        assert {
+            media: entry.format for entry in DECODERS.values() for media in entry.media_types
+        } == MEDIA_TYPES
+        assert SUFFIXES[".dcm"] is ImageFormat.DICOM
+        assert accepted_labels() == "PNG, JPEG or DICOM"
+
+    def test_a_decoder_is_found_through_its_entry(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[int] = []
+
+        def fake(data: bytes, limits: DecodeLimits) -> tuple[np.ndarray, None]:
+            calls.append(limits.max_pixels)
+            return np.zeros((2, 3), dtype=np.uint8), None
+
+        monkeypatch.setattr("xray.contract.decoders.raster.decode_png", fake)
+        decoded = decode_image(png_bytes(gradient()), max_pixels=1234)
+        assert calls == [1234]
+        assert decoded.size == (2, 3)

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from PIL import Image
 from pydicom import encaps
 
-from service.errors import InvalidImageError, PayloadTooLargeError
-from service.inference import codestream
-from service.inference.dicom import decode_dicom
-from service.inference.preprocessing import decode_image
 from tests.factories import jpeg_bytes
+from xray.contract.decoders import codestream
+from xray.contract.decoders.dicom import decode_dicom
+from xray.contract.errors import InvalidImageError, PayloadTooLargeError
+from xray.contract.preprocessing import decode_image
 
 #: The shared data's compressed DICOMs and where their frame size sits in the first fragment.
 SIZE_FIELDS = {

@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.errors import RequestError
-from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image
 from tests.factories import dicom_bytes, gradient, jpeg_bytes, png_bytes
+from xray.contract.decoders import ImageFormat
+from xray.contract.errors import RequestError
+from xray.contract.images import DecodedImage
+from xray.contract.preprocessing import decode_image
 
 SEEDS = {
     "png": png_bytes(gradient(24, 20)),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ChecksumMismatchError, ManifestError, ModelFileError
-from service.inference.manifest import load_manifest, verify_model_files
+from xray.contract.errors import ChecksumMismatchError, ManifestError, ModelFileError
+from xray.contract.manifest import load_manifest, verify_model_files
 
 
 def edit_manifest(folder: Path, change) -> None:  # type: ignore[no-untyped-def]

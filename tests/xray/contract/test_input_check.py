@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from service.core.config import Settings
-from service.errors import ChecksumMismatchError, ManifestError
-from service.inference.ensemble import LOW_CONFIDENCE, MODELS_DISAGREE, OUT_OF_DISTRIBUTION, REASONS
-from service.inference.input_check import InputCheck, MahalanobisModel, load_input_check, save_statistics
-from service.inference.manifest import InputCheckSpec, file_sha256
 from service.inference.predictor import load_predictor
-from service.inference.preprocessing import DecodedImage, ImageFormat
 from tests.factories import ModelSpec, gradient, pixel_specs
+from xray.contract.decoders import ImageFormat
+from xray.contract.ensembles import LOW_CONFIDENCE, MODELS_DISAGREE, OUT_OF_DISTRIBUTION, REASONS
+from xray.contract.errors import ChecksumMismatchError, ManifestError
+from xray.contract.images import DecodedImage
+from xray.contract.input_check import InputCheck, MahalanobisModel, load_input_check, save_statistics
+from xray.contract.manifest import InputCheckSpec, file_sha256
 
 
 def statistics(**overrides: object) -> MahalanobisModel:
@@ -107,7 +108,7 @@ def _image(pixels: np.ndarray) -> DecodedImage:
 def test_the_predictor_flags_an_image_unlike_the_training_images_in_both_ensembles(
     make_models: Callable[..., Path], execution: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.inference.predictor.available_cpus", lambda: 2)
+    monkeypatch.setattr("service.core.concurrency.available_cpus", lambda: 2)
     folder = make_models(pixel_specs(with_maps=True, with_features=True), input_check_threshold=1.0)
     predictor = load_predictor(Settings(models_dir=folder, model_execution=execution))
     predictor.warm_up()

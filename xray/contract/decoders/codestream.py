@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from service.errors import InvalidImageError, PayloadTooLargeError
+from xray.contract.errors import InvalidImageError, PayloadTooLargeError
 
 #: Start-of-frame markers of every JPEG process (baseline, extended, progressive, lossless, the
 #: arithmetic variants) and JPEG-LS's SOF55; C4 (DHT), C8 (JPG) and CC (DAC) are not frames.

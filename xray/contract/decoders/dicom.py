@@ -23,9 +23,9 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_modality_lut, apply_voi
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from service.errors import InvalidImageError, PayloadTooLargeError
-from service.inference import codestream
-from service.inference.preprocessing import DEFAULT_MAX_SCANS, DicomReference, GrayImage
+from xray.contract.decoders import DEFAULT_MAX_SCANS, DecodeLimits, codestream
+from xray.contract.errors import InvalidImageError, PayloadTooLargeError
+from xray.contract.images import DicomReference, GrayImage
 
 logger = logging.getLogger(__name__)
 
@@ -236,3 +236,8 @@ def decode_dicom(
         display = 1.0 - display
     pixels = np.rint(np.clip(display, 0.0, 1.0) * 255.0).astype(np.uint8)
     return pixels, _reference(ds)
+
+
+def decode(data: bytes, limits: DecodeLimits) -> tuple[GrayImage, DicomReference | None]:
+    """The `xray.contract.decoders` entry: `decode_dicom` within `limits`."""
+    return decode_dicom(data, max_pixels=limits.max_pixels, max_scans=limits.max_scans)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from service.errors import ChecksumMismatchError, ManifestError, ModelFileError
-from service.inference.manifest import InputCheckSpec, file_sha256
+from xray.contract.errors import ChecksumMismatchError, ManifestError, ModelFileError
+from xray.contract.manifest import InputCheckSpec, file_sha256
 
 #: The graph output holding each network's pooled features, shape [batch, k].
 FEATURES_OUTPUT = "features"

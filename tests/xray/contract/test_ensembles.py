@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from service.core.config import Settings
-from service.inference.ensemble import calibrated_softmax, classic, confidence_cascade
 from service.inference.predictor import load_predictor
-from service.inference.preprocessing import decode_image
 from tests.factories import ModelSpec, gradient, png_bytes
+from xray.contract.ensembles import (
+    CLASSIC,
+    CONFIDENCE,
+    ENSEMBLES,
+    Decision,
+    calibrated_softmax,
+    classic,
+    confidence_cascade,
+    decide,
+)
+from xray.contract.manifest import ConfidenceEnsembleSpec, EnsembleSpec
+from xray.contract.preprocessing import decode_image
 
 # float32 logits round-trip log(p) → softmax to within a few ulps of float32.
 EXACT = 1e-6
@@ -169,3 +181,49 @@ class TestThroughOnnxAndManifest:
         calibrated = predict_once(folder).models["scratch"].probabilities
         expected = np.sqrt([0.1, 0.2, 0.7]) / np.sqrt([0.1, 0.2, 0.7]).sum()
         np.testing.assert_allclose(calibrated, expected, atol=EXACT)
+
+
+class TestTable:
+    """`ENSEMBLES` is the one list of ensembles: answers, schema and `/models` follow it."""
+
+    SPEC = EnsembleSpec(confidence=ConfidenceEnsembleSpec(order=["b", "a"], tau=0.6), abstain_below=0.45)
+    PER_MODEL: ClassVar[dict[str, np.ndarray]] = {"a": probs(0.1, 0.2, 0.7), "b": probs(0.5, 0.3, 0.2)}
+
+    def test_each_entry_combines_as_its_function(self) -> None:
+        combined = {name: entry.combine(self.PER_MODEL, self.SPEC) for name, entry in ENSEMBLES.items()}
+        expected = {
+            CLASSIC: classic(self.PER_MODEL, abstain_below=0.45),
+            CONFIDENCE: confidence_cascade(self.PER_MODEL, order=["b", "a"], tau=0.6, abstain_below=0.45),
+        }
+        for name, decision in expected.items():
+            np.testing.assert_array_equal(combined[name].probabilities, decision.probabilities)
+            assert combined[name].decided_by == decision.decided_by
+            assert combined[name].uncertain == decision.uncertain
+
+    def test_the_answer_schema_and_the_models_description_have_a_field_per_entry(self) -> None:
+        from service.api.schemas import EnsembleInfo, Ensembles
+
+        assert list(Ensembles.model_fields) == list(ENSEMBLES)
+        assert list(EnsembleInfo.model_fields) == [*ENSEMBLES, "abstain_below"]
+        described = {name: entry.describe(self.SPEC) for name, entry in ENSEMBLES.items()}
+        assert described[CONFIDENCE].model_dump() == {"order": ["b", "a"], "tau": 0.6}
+        for name, entry in ENSEMBLES.items():
+            assert isinstance(described[name], entry.description_type)
+
+    def test_a_new_entry_reaches_every_answer(
+        self, make_models: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def first_model(per_model: Mapping[str, np.ndarray], spec: EnsembleSpec) -> Decision:
+            return decide(next(iter(per_model.values())), abstain_below=spec.abstain_below)
+
+        table = {**ENSEMBLES, "first": replace(ENSEMBLES[CLASSIC], name="first", combine=first_model)}
+        monkeypatch.setattr("service.inference.predictor.ENSEMBLES", table)
+        specs = [
+            ModelSpec("scratch", probabilities=[0.1, 0.2, 0.7]),
+            ModelSpec("inception_resnet_v2", probabilities=[0.6, 0.3, 0.1]),
+        ]
+        predictor = load_predictor(Settings(models_dir=make_models(specs, order=["scratch"])))
+        (prediction,) = predictor.predict([decode_image(png_bytes(gradient()))])
+        assert list(prediction.ensembles) == [CLASSIC, CONFIDENCE, "first"]
+        first = next(iter(prediction.models.values()))
+        np.testing.assert_array_equal(prediction.ensembles["first"].probabilities, first.probabilities)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.errors import InvalidImageError, PayloadTooLargeError
-from service.inference.dicom import UnsupportedDicomError, window
-from service.inference.preprocessing import ImageFormat, decode_image
 from tests.factories import dicom_bytes
+from xray.contract.decoders import ImageFormat
+from xray.contract.decoders.dicom import UnsupportedDicomError, window
+from xray.contract.errors import InvalidImageError, PayloadTooLargeError
+from xray.contract.preprocessing import decode_image
 
 
 def ramp(rows: int = 8, columns: int = 16, top: int = 4095) -> np.ndarray:

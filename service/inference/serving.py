@@ -1,4 +1,10 @@
-"""What the running service holds: settings, the loaded models, the queue, metrics, readiness."""
+"""The serving use cases: what the HTTP routes ask of the loaded models, off the event loop.
+
+`InferenceService` holds the running service's long-lived objects (settings, models, pools, queue,
+batcher, metrics, readiness), created once in the app's lifespan. Each use case decodes the
+upload on the bounded job pool and runs the models there or in the next micro-batch; the routes
+only translate HTTP to these calls and back. Nothing here calls back into the API layer.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +12,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from service.api.metrics import Metrics
+from service.core.concurrency import ServicePools
 from service.core.config import Settings
-from service.errors import ClientGoneError, InferenceFailedError, OutOfDistributionError, RequestError
+from service.errors import OutOfDistributionError
 from service.inference.batcher import MicroBatcher
-from service.inference.gradcam import base64_text, encode_png, overlay_rgb, render_all_base64
-from service.inference.predictor import (
-    Explanation,
-    ExplanationMethod,
-    Prediction,
-    Predictor,
-    cpu_share,
-    display_size,
-)
-from service.inference.preprocessing import DecodedImage, ImageFormat, decode_image, never_gone, resize_gray
+from service.inference.explanations import Explainer, ExplanationRequest, RenderedExplanation
+from service.inference.metrics import Metrics
+from service.inference.predictor import Prediction, Predictor
+from service.inference.rendering import base64_text
 from service.inference.scheduler import InferenceScheduler
-from service.inference.shap import ShapBudget
+from service.inference.shap import ExplanationUnavailableError
+from xray.contract.decoders import ImageFormat, never_gone
+from xray.contract.errors import ClientGoneError, InferenceFailedError, RequestError
+from xray.contract.images import DecodedImage
+from xray.contract.preprocessing import decode_image
 
 logger = logging.getLogger(__name__)
 
@@ -51,20 +55,12 @@ def _runtime_failures(what: str) -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class RenderedExplanation:
-    """An explanation with its maps as base64 PNGs, as /explain answers it.
+class EncodedExplanation:
+    """An explanation with its PNGs as base64 text, as /explain answers it."""
 
-    Attributes:
-        result: The prediction, the target and the maps.
-        pngs: Per model and `ensemble`: (heatmap PNG, overlay PNG or None), base64.
-        image_png: The decoded radiograph as a base64 PNG, when asked for.
-        timings: Seconds spent in `explain` (models and maps) and in `render` (PNGs).
-    """
-
-    result: Explanation
+    rendered: RenderedExplanation
     pngs: dict[str, tuple[str, str | None]]
     image_png: str | None
-    timings: dict[str, float]
 
 
 @dataclass
@@ -76,20 +72,32 @@ class Readiness:
 
 
 @dataclass
-class ServiceState:
-    """The service's long-lived objects, created once in the app's lifespan."""
+class InferenceService:
+    """The service's long-lived objects and its use cases."""
 
     settings: Settings
     predictor: Predictor
-    scheduler: InferenceScheduler
+    pools: ServicePools
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
-    batcher: MicroBatcher[DecodedImage, Prediction] | None = None
+    scheduler: InferenceScheduler = field(init=False)
+    explainer: Explainer = field(init=False)
+    batcher: MicroBatcher[DecodedImage, Prediction] | None = field(init=False, default=None)
 
-    @property
-    def render_threads(self) -> int:
-        """Threads to render one request's PNGs: each inference worker's share of the CPU quota."""
-        return cpu_share(self.settings)
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.scheduler = InferenceScheduler(self.pools.jobs, max_pending=settings.max_queue)
+        self.explainer = Explainer(
+            self.predictor, shap_time_limit=settings.shap_time_limit_seconds, render_pool=self.pools.render
+        )
+        if settings.batch_max_size > 1:
+            self.batcher = MicroBatcher(
+                self.predict_batch,
+                executor=self.pools.batches,
+                max_size=settings.batch_max_size,
+                max_wait=settings.batch_max_wait_ms / 1000,
+                max_waiting=settings.max_queue,
+            )
 
     async def warm_up(self) -> None:
         """Run the warm-up inference off the event loop, then mark the service ready."""
@@ -102,11 +110,16 @@ class ServiceState:
         self.readiness.ready = True
         self.metrics.ready.set(1)
         logger.info("all models warmed up; ready")
+        started = time.perf_counter()
         try:
             # After readiness: /predict and Grad-CAM need none of it, and it takes seconds.
-            await asyncio.to_thread(self.predictor.warm_up_explanations)
+            await asyncio.to_thread(self.explainer.warm_up)
+        except ExplanationUnavailableError:
+            logger.info("shap is not installed: SHAP explanations answer 501")
         except Exception:
             logger.exception("SHAP warm-up failed; SHAP requests will pay their own start-up")
+        else:
+            logger.info("SHAP warm-up took %.1fs", time.perf_counter() - started)
 
     def _decode_job(
         self, data: bytes, declared: ImageFormat | None, client_gone: Callable[[], bool] = never_gone
@@ -136,7 +149,7 @@ class ServiceState:
         run: Callable[[DecodedImage], T],
         client_gone: Callable[[], bool] = never_gone,
     ) -> T:
-        """Decode the upload and `run` on it, on the bounded inference pool.
+        """Decode the upload and `run` on it, on the bounded job pool.
 
         A runtime failure becomes a 503 for this request and leaves the service up.
         """
@@ -152,7 +165,7 @@ class ServiceState:
     async def predict(
         self, data: bytes, declared: ImageFormat | None, client_gone: Callable[[], bool] = never_gone
     ) -> Prediction:
-        """Decode and predict one upload on the bounded inference pool.
+        """Decode and predict one upload.
 
         Raises:
             RequestError: A bad upload (4xx), a full queue (503), a runtime failure (503), or the
@@ -193,42 +206,33 @@ class ServiceState:
         self.metrics.observe_batch(predictions)
         return predictions
 
+    def _answered(self, prediction: Prediction) -> None:
+        """Record one explained image's answer, and refuse it if the server refuses its kind."""
+        self.metrics.observe_batch([prediction])
+        self.refuse_out_of_distribution(prediction)
+
     async def explain(
         self,
         data: bytes,
         declared: ImageFormat | None,
-        *,
-        method: ExplanationMethod,
-        target: str,
-        models: Sequence[str],
-        max_evals: int,
-        include_image: bool = False,
-        overlays: bool = True,
-        max_side: int | None = None,
+        request: ExplanationRequest,
         client_gone: Callable[[], bool] = never_gone,
-    ) -> RenderedExplanation:
-        """Predict one upload with explanation maps, and render each map as base64 PNGs.
+    ) -> EncodedExplanation:
+        """Predict one upload with explanation maps, drawn as base64 PNGs.
 
         The SHAP time limit starts when the job starts, not while it waits in the queue. The
-        maps, overlays and image are rendered with their longer side at most `max_side`, which
-        bounds the answer's size and the request's memory whatever the upload's size.
+        maps, overlays and image are drawn with their longer side at most `request.max_side`,
+        which bounds the answer's size and the request's memory whatever the upload's size.
         """
 
-        def run(image: DecodedImage) -> RenderedExplanation:
-            budget = ShapBudget.starting_now(max_evals, self.settings.shap_time_limit_seconds)
-            started = time.perf_counter()
-            result = self.predictor.explain(
-                image, method=method, target=target, models=models, shap_budget=budget, max_side=max_side
-            )
-            explained = time.perf_counter()
-            self.metrics.observe_batch([result.prediction])
-            self.refuse_out_of_distribution(result.prediction)
-            height, width = display_size(image.size, max_side)
-            shown = resize_gray(image.pixels, height, width)
-            pngs = render_all_base64(shown, result.all_maps, threads=self.render_threads, overlays=overlays)
-            image_png = base64_text(encode_png(shown)) if include_image else None
-            timings = {"explain": explained - started, "render": time.perf_counter() - explained}
-            return RenderedExplanation(result, pngs, image_png, timings)
+        def run(image: DecodedImage) -> EncodedExplanation:
+            rendered = self.explainer.explain(image, request, before_render=self._answered)
+            pngs = {
+                name: (base64_text(heat), None if overlay is None else base64_text(overlay))
+                for name, (heat, overlay) in rendered.pngs.items()
+            }
+            image_png = None if rendered.image_png is None else base64_text(rendered.image_png)
+            return EncodedExplanation(rendered, pngs, image_png)
 
         return await self._on_pool(data, declared, run, client_gone)
 
@@ -243,15 +247,10 @@ class ServiceState:
         """
 
         def run(image: DecodedImage) -> tuple[Prediction, npt.NDArray[np.uint8] | None]:
-            models = self.predictor.gradcam_models()
-            if not (overlay and models):
-                predictions = self.predictor.predict([image])
-                self.metrics.observe_batch(predictions)
-                self.refuse_out_of_distribution(predictions[0])
-                return predictions[0], None
-            result = self.predictor.explain(image, method="gradcam", target="predicted", models=models)
-            self.metrics.observe_batch([result.prediction])
-            self.refuse_out_of_distribution(result.prediction)
-            return result.prediction, overlay_rgb(image.pixels, result.ensemble)
+            if not overlay:
+                (prediction,) = self.predictor.predict([image])
+                self._answered(prediction)
+                return prediction, None
+            return self.explainer.overlay(image, before_render=self._answered)
 
         return await self._on_pool(data, ImageFormat.DICOM, run)

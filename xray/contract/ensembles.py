@@ -1,4 +1,4 @@
-"""Calibrated probabilities and the two ensembles of docs/api.md.
+"""Calibrated probabilities and the ensembles of docs/api.md, one `ENSEMBLES` entry each.
 
 * `classic`: the unweighted mean of the models' probabilities; label = argmax.
 * `confidence`: a cascade; the models in `order` are asked in turn and the first whose top
@@ -12,11 +12,14 @@ functions of the models' outputs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel
+
+from xray.contract.manifest import ConfidenceEnsembleSpec, EnsembleSpec
 
 Probabilities = npt.NDArray[np.float64]
 
@@ -131,3 +134,68 @@ def confidence_cascade(
             )
     fallback = classic(per_model, abstain_below=abstain_below)
     return decide(fallback.probabilities, abstain_below=abstain_below, decided_by=CLASSIC)
+
+
+class RuleDescription(BaseModel):
+    """An ensemble without settings of its own, described by its rule."""
+
+    rule: str
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """One way of combining the models' answers.
+
+    Attributes:
+        name: Its key in every answer (`ensembles.<name>`).
+        rule: One sentence saying what it answers, for the documents and `/models`.
+        combine: Per-model calibrated probabilities and the manifest's ensemble settings → its decision.
+        describe: The manifest's ensemble settings → what `/models` reports of it.
+        description_type: The type `describe` returns (for the API schema).
+        names_decider: Whether its answers name the model that decided (`decided_by`).
+    """
+
+    name: str
+    rule: str
+    combine: Callable[[Mapping[str, Probabilities], EnsembleSpec], Decision]
+    describe: Callable[[EnsembleSpec], BaseModel]
+    description_type: type[BaseModel]
+    names_decider: bool = False
+
+
+def _classic(per_model: Mapping[str, Probabilities], spec: EnsembleSpec) -> Decision:
+    return classic(per_model, abstain_below=spec.abstain_below)
+
+
+def _cascade(per_model: Mapping[str, Probabilities], spec: EnsembleSpec) -> Decision:
+    return confidence_cascade(
+        per_model, order=spec.confidence.order, tau=spec.confidence.tau, abstain_below=spec.abstain_below
+    )
+
+
+_CLASSIC_RULE = "unweighted mean of all models' probabilities"
+
+#: The ensembles every answer carries, in the order they are reported. A new one is an entry here
+#: (and, if it has settings, a field of `EnsembleSpec`); the API schema, `/models`, the metrics,
+#: the evaluation report and the model card read this table.
+ENSEMBLES: dict[str, Ensemble] = {
+    ensemble.name: ensemble
+    for ensemble in (
+        Ensemble(
+            CLASSIC,
+            _CLASSIC_RULE,
+            _classic,
+            lambda _spec: RuleDescription(rule=_CLASSIC_RULE),
+            RuleDescription,
+        ),
+        Ensemble(
+            CONFIDENCE,
+            "a cascade: the first model in `order` whose top probability reaches `tau` decides alone; "
+            "otherwise the classic mean",
+            _cascade,
+            lambda spec: spec.confidence,
+            ConfidenceEnsembleSpec,
+            names_decider=True,
+        ),
+    )
+}

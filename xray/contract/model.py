@@ -1,4 +1,9 @@
-"""One onnxruntime session per model, checked against its manifest entry.
+"""The served model: one ONNX graph with the manifest entry that describes it, owning its contract.
+
+An `OnnxModel` knows its input size and layout, resizes images to it, runs the graph, and gives
+calibrated probabilities (its temperature applied here and nowhere else), its Grad-CAM class maps
+and its pooled features. The service runs its models through it, and training checks its exports
+(parity, calibration, evaluation) through the same object, so both read a graph the same way.
 
 The provider list comes from `XRAY_PROVIDERS`. A requested provider that this onnxruntime build
 lacks is dropped with a warning (or stops start-up when strict), and the provider a session
@@ -19,10 +24,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.core.config import PROVIDER_ALIASES
-from service.errors import ModelLoadError, ProviderUnavailableError
-from service.inference.manifest import ModelEntry
-from service.inference.preprocessing import GrayImage, resize_gray
+from xray.contract.ensembles import Probabilities, calibrated_softmax
+from xray.contract.errors import ModelLoadError
+from xray.contract.images import GrayImage, resize_gray
+from xray.contract.manifest import ModelEntry
+from xray.contract.providers import CPU
 
 try:
     import onnxruntime as ort
@@ -33,8 +39,6 @@ except ImportError as exc:  # pragma: no cover - an install without the cpu or g
     ) from exc
 
 logger = logging.getLogger(__name__)
-
-CPU = "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -52,41 +56,6 @@ def available_providers() -> list[str]:
 
 
 @dataclass(frozen=True)
-class ProviderChoice:
-    """The providers to ask onnxruntime for, and those requested but unavailable."""
-
-    providers: list[str]
-    missing: list[str]
-
-
-def resolve_providers(
-    requested: Sequence[str], available: Sequence[str], *, strict: bool = False
-) -> ProviderChoice:
-    """Map `XRAY_PROVIDERS` names to onnxruntime providers this build has.
-
-    The CPU provider always ends the list, so a model can always run.
-
-    Args:
-        requested: Names such as "cuda", "cpu" or full onnxruntime provider names, in priority order.
-        available: `onnxruntime.get_available_providers()`.
-        strict: Raise instead of dropping an unavailable provider.
-
-    Raises:
-        ProviderUnavailableError: `strict` and a requested provider is unavailable.
-    """
-    wanted = [PROVIDER_ALIASES.get(name, name) for name in requested]
-    chosen = [name for name in dict.fromkeys(wanted) if name in available]
-    missing = [name for name in dict.fromkeys(wanted) if name not in available]
-    if missing and strict:
-        raise ProviderUnavailableError(
-            f"execution provider(s) {missing} requested but this onnxruntime build has only {list(available)}"
-        )
-    if CPU not in chosen:
-        chosen.append(CPU)
-    return ProviderChoice(providers=chosen, missing=missing)
-
-
-@dataclass(frozen=True)
 class ThreadConfig:
     """Threads given to each session."""
 
@@ -99,6 +68,17 @@ class OnnxModel:
 
     Thread-safe: onnxruntime allows concurrent `run` calls on one session.
     """
+
+    @classmethod
+    def open(cls, path: Path, entry: ModelEntry, *, threads: int = 0) -> OnnxModel:
+        """The model in `path` on the CPU, described by `entry` (offline use: export checks, evaluation).
+
+        Args:
+            path: The ONNX file (its name may differ from `entry.file`, e.g. an INT8 copy).
+            entry: The manifest entry describing the graph.
+            threads: Intra-op threads; 0 lets onnxruntime use every core.
+        """
+        return cls(entry, path, [CPU], ThreadConfig(intra_op=threads))
 
     def __init__(
         self, entry: ModelEntry, path: Path, providers: Sequence[str], threads: ThreadConfig
@@ -213,6 +193,22 @@ class OnnxModel:
         else:
             batch = np.repeat(batch[:, None, ...], spec.channels, axis=1)
         return np.ascontiguousarray(batch)
+
+    def calibrated(self, logits: npt.NDArray[np.floating]) -> Probabilities:
+        """This model's calibrated probabilities from its logits: softmax(logits / temperature)."""
+        return calibrated_softmax(logits, self.entry.temperature)
+
+    def logits_of(self, images: npt.NDArray[np.uint8], batch_size: int = 32) -> npt.NDArray[np.float32]:
+        """Logits of gray images already at the input size, (n, height, width), in batches."""
+        parts = [
+            self.run(self.from_gray(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+    def probabilities_of(self, images: npt.NDArray[np.uint8], batch_size: int = 32) -> Probabilities:
+        """Calibrated probabilities of gray images already at the input size, (n, height, width)."""
+        return self.calibrated(self.logits_of(images, batch_size))
 
     def run(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run the graph and return its logits, shape [batch, classes]."""

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.errors import ChecksumMismatchError, ManifestError, ModelFileError
+from xray.contract.errors import ChecksumMismatchError, ManifestError, ModelFileError
 
 MANIFEST_NAME = "manifest.json"
 _HASH_CHUNK = 1 << 20
