@@ -18,13 +18,11 @@ import numpy as np
 from service.inference import Predictor
 from training.data import Record
 from training.metrics import classification_metrics, pairwise_auc, reliability
-from xray.contract.ensembles import ENSEMBLES as ENSEMBLE_TABLE
+from xray.contract.ensembles import ENSEMBLES
 from xray.contract.preprocessing import decode_image
 
 logger = logging.getLogger(__name__)
 
-#: The ensembles, as every answer reports them.
-ENSEMBLES = tuple(ENSEMBLE_TABLE)
 POOLED = "pooled"
 #: Keys of a report scope that are not predictors.
 NOT_PREDICTORS = ("confidence_decided_by", "input_check")

@@ -189,12 +189,13 @@ def export_run(
     with tempfile.TemporaryDirectory(dir=models_dir) as scratch:
         candidate = Path(scratch) / target.name
         _convert(export.model, config.size, candidate)
-        parity = check_parity(export.model, served_model(candidate, entry), parity_images)
-        candidate.replace(target)
+        served = served_model(candidate, entry)
+        parity = check_parity(export.model, served, parity_images)
+        candidate.replace(target)  # the same bytes: the checksum taken for the check stands
     logger.info("exported %s to %s (parity %s)", config.arch, target, parity)
     return {
         **entry,
-        "sha256": file_sha256(target),
+        "sha256": served.entry.sha256,
         "metrics": {"export_parity": parity},
         "framework": {
             "tensorflow": tf.__version__,

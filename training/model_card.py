@@ -14,14 +14,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xray.contract.ensembles import ENSEMBLES as ENSEMBLE_TABLE
+from xray.contract.ensembles import ENSEMBLES
 from xray.contract.manifest import Manifest, ModelEntry, load_manifest
 
 logger = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 PLOTS_DIR = "report"
-ENSEMBLES = tuple(ENSEMBLE_TABLE)
 PLOT_KINDS = ("confusion", "roc", "reliability")
 CURVES_PLOT = "training-curves.png"
 BASELINE_DIR = "baseline"
@@ -293,7 +292,7 @@ def _ensembles_section(manifest: Manifest) -> list[str]:
     return [
         "## Ensembles",
         "",
-        *(f"- `{name}`: {ensemble.rule}." for name, ensemble in ENSEMBLE_TABLE.items()),
+        *(f"- `{name}`: {ensemble.rule}." for name, ensemble in ENSEMBLES.items()),
         f"- The cascade asks {', '.join(f'`{n}`' for n in spec.confidence.order)} in turn, with tau ="
         f" {spec.confidence.tau}.",
         "- `uncertain` is set, with its reasons in `uncertain_reasons`, when the ensemble's top probability",

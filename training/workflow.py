@@ -31,14 +31,14 @@ from training.calibration import (
 )
 from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, split_by_group
-from training.evaluate import ENSEMBLES, POOLED, predict_records, write_report
+from training.evaluate import POOLED, predict_records, write_report
 from training.export import export_run, load_run_config, served_model
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
 from training.metrics import expected_calibration_error
 from training.quantize import quantize_int8
 from training.runtime import worker_initializer
 from xray.contract.decoders import ImageFormat
-from xray.contract.ensembles import calibrated_softmax
+from xray.contract.ensembles import ENSEMBLES, calibrated_softmax
 from xray.contract.errors import RequestError
 from xray.contract.images import resize_gray
 from xray.contract.input_check import FEATURES_OUTPUT, INPUT_CHECK_FILE, InputCheck, save_statistics

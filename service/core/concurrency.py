@@ -41,20 +41,21 @@ class ConcurrencyPlan:
     """How many threads each pool gets, and each onnxruntime session.
 
     Attributes:
-        cpus: The CPU quota the plan was made for.
-        share: The CPUs of one inference worker (the quota shared among `jobs`).
+        share: The CPUs of one inference worker (the CPU quota shared among `jobs`).
         jobs: Threads of the decode and inference job pool.
         session_threads: Intra-op threads of each onnxruntime session.
         model_threads: Threads running the models of a batch side by side (1: one after another).
-        render_threads: Threads encoding one request's PNGs.
     """
 
-    cpus: int
     share: int
     jobs: int
     session_threads: ThreadConfig
     model_threads: int
-    render_threads: int
+
+    @property
+    def render_threads(self) -> int:
+        """Threads encoding one request's PNGs: one per CPU of a worker's share."""
+        return self.share
 
     @classmethod
     def from_settings(cls, settings: Settings, models: int = 1, cpus: int | None = None) -> ConcurrencyPlan:
@@ -73,12 +74,10 @@ class ConcurrencyPlan:
             intra_op = max(1, share // max(1, models)) if parallel else share
         model_threads = max(1, share // intra_op) if parallel and models > 1 else 1
         return cls(
-            cpus=quota,
             share=share,
             jobs=settings.inference_workers,
             session_threads=ThreadConfig(intra_op=intra_op),
             model_threads=model_threads,
-            render_threads=share,
         )
 
     def model_pool(self) -> Pool | None:
@@ -91,7 +90,6 @@ class ServicePools:
 
     def __init__(self, plan: ConcurrencyPlan) -> None:
         """Create the pools of `plan`."""
-        self.plan = plan
         self.jobs = Pool(plan.jobs, "xray-infer")
         self.batches = Pool(1, "xray-models")
         self.render = Pool(plan.render_threads, "xray-render") if plan.render_threads > 1 else None

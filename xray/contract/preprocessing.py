@@ -102,13 +102,10 @@ def decode_image(
     Args:
         data: The file's bytes.
         declared: The format the client declared, if any; the bytes' signature wins.
-        max_pixels: Largest width x height accepted, checked before the pixels are decoded.
-        max_scans: Most scans a JPEG stream (or a DICOM's JPEG frame) may hold.
-        max_seconds: Longest a PNG or JPEG decode may run, checked between the decoder's reads
-            (None: no limit). A DICOM frame is decoded in one call, which its pixel and scan
-            limits bound instead.
-        stop: Returns true once the result is no longer wanted (its client has gone); checked
-            where `max_seconds` is.
+        max_pixels: The bounds of this decode, as `DecodeLimits` defines them.
+        max_scans: See `max_pixels`.
+        max_seconds: See `max_pixels`.
+        stop: See `max_pixels`.
 
     Returns:
         The decoded image.
