@@ -187,6 +187,7 @@ def write_models_dir(
     abstain_below: float = 0.5,
     classes: Sequence[str] = CLASSES,
     input_check_threshold: float | None = None,
+    weights: dict[str, float] | None = None,
 ) -> Path:
     """Write the ONNX files and a manifest.json with their sha256 into `folder`.
 
@@ -238,7 +239,11 @@ def write_models_dir(
         "schema_version": 1,
         "classes": list(classes),
         "models": entries,
-        "ensembles": {"confidence": {"order": list(order), "tau": tau}, "abstain_below": abstain_below},
+        "ensembles": {
+            "confidence": {"order": list(order), "tau": tau},
+            "abstain_below": abstain_below,
+            **({"classic": {"weights": weights}} if weights is not None else {}),
+        },
     }
     if input_check_threshold is not None:
         manifest["input_check"] = input_check_for(

@@ -69,9 +69,7 @@ def _fitted(arch: str, flags: dict[str, Any]) -> dict[str, Any]:
     smallest = ARCHITECTURES[arch].min_size
     if size is None or size >= smallest:
         return flags
-    logger.warning(
-        "--image-size %d is below %s's smallest input: it trains at %d", size, arch, smallest
-    )
+    logger.warning("--image-size %d is below %s's smallest input: it trains at %d", size, arch, smallest)
     return {**flags, "image_size": smallest}
 
 

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 POOLED = "pooled"
 #: Keys of a report scope that are not predictors.
 NOT_PREDICTORS = ("confidence_decided_by", "input_check")
+#: With ensemble weights in the manifest, the unweighted mean is reported beside the served
+#: (weighted) `classic`, so that the card shows what the weights change.
+UNWEIGHTED_MEAN = "classic_unweighted"
 
 
 @dataclass
@@ -76,10 +79,13 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
             flagged.append(not prediction.input_check.in_distribution)
         if (start // batch_size) % 20 == 0:
             logger.info("evaluated %d/%d images", min(start + batch_size, len(records)), len(records))
+    stacked = {name: np.stack(rows) for name, rows in probabilities.items()}
+    if predictor.manifest.ensembles.classic.weights is not None:
+        stacked[UNWEIGHTED_MEAN] = np.mean([stacked[name] for name in predictor.models], axis=0)
     return Predictions(
         records=list(records),
         labels=np.asarray([classes.index(record.label) for record in records]),
-        probabilities={name: np.stack(rows) for name, rows in probabilities.items()},
+        probabilities=stacked,
         uncertain={name: np.asarray(flags) for name, flags in uncertain.items()},
         decided_by=decided_by,
         out_of_distribution=np.asarray(flagged, dtype=bool),

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.evaluate import UNWEIGHTED_MEAN
 from xray.contract.ensembles import ENSEMBLES
 from xray.contract.manifest import Manifest, ModelEntry, load_manifest
 
@@ -226,7 +227,9 @@ def _metric_rows(manifest: Manifest, scope: str) -> list[list[Any]]:
         (entry.name, entry.metrics.get("test", {}).get(scope, {})) for entry in manifest.models
     ]
     ensemble_metrics = manifest.ensembles.metrics.get("test", {})
-    predictors += [(name, ensemble_metrics.get(name, {}).get(scope, {})) for name in ENSEMBLES]
+    predictors += [
+        (name, ensemble_metrics.get(name, {}).get(scope, {})) for name in (*ENSEMBLES, UNWEIGHTED_MEAN)
+    ]
     for name, metrics in predictors:
         if not metrics:
             continue
@@ -293,12 +296,13 @@ def _ensembles_section(manifest: Manifest) -> list[str]:
         "## Ensembles",
         "",
         *(f"- `{name}`: {ensemble.rule}." for name, ensemble in ENSEMBLES.items()),
+        *_weights_lines(manifest),
         f"- The cascade asks {', '.join(f'`{n}`' for n in spec.confidence.order)} in turn, with tau ="
         f" {spec.confidence.tau}.",
         "- `uncertain` is set, with its reasons in `uncertain_reasons`, when the ensemble's top probability",
-        f"  is below {spec.abstain_below} (`low_confidence`), when the three models' top labels differ",
-        "  (`models_disagree`), or when the input check finds the image unlike the training radiographs",
-        "  (`out_of_distribution`).",
+        f"  is below {spec.abstain_below} (`low_confidence`), when the top labels of the models it is made",
+        "  of differ (`models_disagree`), or when the input check finds the image unlike the training",
+        "  radiographs (`out_of_distribution`).",
         "",
         f"Chosen on the {selection.get('data', 'validation split')}: {selection.get('cascade', '')};",
         f"abstention: {selection.get('abstain', '')}.",
@@ -313,6 +317,31 @@ def _ensembles_section(manifest: Manifest) -> list[str]:
         ),
         "",
     ]
+
+
+def _weights_lines(manifest: Manifest) -> list[str]:
+    """What the manifest's ensemble weights are, and what they were chosen against."""
+    weights = manifest.ensembles.classic.weights
+    selection = manifest.ensembles.selection
+    unweighted = selection.get("unweighted_val_macro_f1")
+    if weights is None:
+        return [
+            "- `classic` is the unweighted mean"
+            + (
+                f": no weights beat it on validation (macro-F1 {unweighted:.3f}) by the margin required."
+                if unweighted is not None
+                else "."
+            )
+        ]
+    shares = ", ".join(f"`{name}` {weight:g}" for name, weight in weights.items())
+    lines = [f"- `classic` is weighted: {shares}."]
+    if unweighted is not None:
+        lines.append(
+            f"  Validation macro-F1 {selection['best_weights_val_macro_f1']:.3f} against {unweighted:.3f} for"
+            f" the unweighted mean, reported as `{UNWEIGHTED_MEAN}` in the tables; a model weighted 0 takes"
+            " no part in the ensembles."
+        )
+    return lines
 
 
 def _detection(row: dict[str, Any]) -> str:

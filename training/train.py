@@ -112,8 +112,9 @@ class RunControl(keras.callbacks.Callback):
     """Per epoch: learning rate, validation macro-F1, checkpoints, early stopping, time budget, ETA.
 
     The learning rate is set at the start of each epoch from the epoch index and the planned
-    number of epochs. With a time budget, the plan is revised after each epoch from the measured
-    epoch time, so the cosine reaches its end when the budget does.
+    number of epochs. With a time budget, the plan is revised after each epoch from the median
+    epoch time of this segment, so the cosine reaches its end when the budget does; the median,
+    because one epoch slowed by other work on the machine must not cut the schedule short.
     """
 
     #: The clock of the time budget and the progress log (tests replace it).
@@ -140,6 +141,7 @@ class RunControl(keras.callbacks.Callback):
         self.segment_started = self.clock()
         self.segment_offset = state.seconds
         self.epoch_started = self.segment_started
+        self.epoch_seconds: list[float] = []
 
     def elapsed(self) -> float:
         """Training seconds over all segments of the run."""
@@ -157,7 +159,9 @@ class RunControl(keras.callbacks.Callback):
         if budget is None:
             return
         done = epoch + 1
-        per_epoch = self.elapsed() / done if done < 3 else self.clock() - self.epoch_started
+        # The segment's first epoch also builds the graph: left out once there are others.
+        timed = self.epoch_seconds[1:] or self.epoch_seconds
+        per_epoch = max(1e-3, float(np.median(timed)))
         remaining = max(0.0, budget * 60.0 - self.elapsed())
         self.state.planned_epochs = max(done, min(self.config.epochs, done + int(remaining // per_epoch)))
 
@@ -171,6 +175,7 @@ class RunControl(keras.callbacks.Callback):
         logs["elapsed_seconds"] = round(self.elapsed(), 1)
         self.state.epoch = epoch
         self.state.seconds = self.elapsed()
+        self.epoch_seconds.append(self.clock() - self.epoch_started)
         if score > self.state.best_val_macro_f1:
             self.state.best_val_macro_f1, self.state.waited, self.state.best_epoch = score, 0, epoch
             self.best_weights = self.model.get_weights()

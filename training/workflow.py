@@ -26,12 +26,14 @@ from training.cache import load_images
 from training.calibration import (
     choose_abstain_threshold,
     choose_cascade,
+    choose_weights,
     fit_temperature,
     negative_log_likelihood,
+    weighted_mean_f1,
 )
 from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, split_by_group
-from training.evaluate import POOLED, predict_records, write_report
+from training.evaluate import POOLED, UNWEIGHTED_MEAN, predict_records, write_report
 from training.export import export_run, load_run_config, served_model
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
 from training.metrics import expected_calibration_error
@@ -49,6 +51,8 @@ from xray.contract.preprocessing import decode_image, preprocess
 logger = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.json"
+#: How much better than the unweighted mean, in validation macro-F1, weights must be to be kept.
+WEIGHTS_MARGIN = 0.005
 
 T = TypeVar("T")
 
@@ -220,20 +224,36 @@ def _quantize_entry(
 def choose_ensembles(
     models_dir: Path, val_records: list[Record], *, target_accuracy: float = 0.95
 ) -> dict[str, Any]:
-    """Pick the cascade's order and tau and `abstain_below` on the validation split; write them."""
+    """Pick the mean's weights, the cascade's order and tau and `abstain_below` on validation; write them.
+
+    Weights are kept only when they beat the unweighted mean's validation macro-F1 by at least
+    `WEIGHTS_MARGIN`: a smaller gain on a few hundred images is as likely noise as skill.
+    """
     predictor = load_predictor(Settings(models_dir=models_dir))
     predictions = predict_records(predictor, val_records)
     per_model = {name: predictions.probabilities[name] for name in predictor.models}
     labels = predictions.labels
-    order, tau, cascade_f1 = choose_cascade(per_model, labels)
+    unweighted_f1 = weighted_mean_f1(per_model, labels, None)
+    best_weights, weighted_f1 = choose_weights(per_model, labels)
+    weights = best_weights if weighted_f1 >= unweighted_f1 + WEIGHTS_MARGIN else None
+    order, tau, cascade_f1 = choose_cascade(per_model, labels, weights=weights)
     threshold, coverage, kept_accuracy = choose_abstain_threshold(
-        per_model, labels, target_accuracy=target_accuracy
+        per_model, labels, target_accuracy=target_accuracy, weights=weights
     )
     ensembles = {
+        "classic": {"weights": weights},
         "confidence": {"order": order, "tau": tau},
         "abstain_below": round(threshold, 6),
         "selection": {
             "data": f"validation split ({len(labels)} images)",
+            "weights": f"grid of tenths over the models' weights, maximising the mean's validation macro-F1; "
+            f"kept only if at least {WEIGHTS_MARGIN} above the unweighted mean's",
+            "unweighted_val_macro_f1": unweighted_f1,
+            "best_weights": best_weights,
+            "best_weights_val_macro_f1": weighted_f1,
+            "single_model_val_macro_f1": {
+                name: weighted_mean_f1({name: probs}, labels, None) for name, probs in per_model.items()
+            },
             "cascade": "order (2 of the models) and tau from a grid, maximising validation macro-F1",
             "cascade_val_macro_f1": cascade_f1,
             "abstain": f"lowest threshold on the classic ensemble's confidence at which the answers not "
@@ -362,7 +382,9 @@ def evaluate_models(
         document_ensembles = predictor.manifest.ensembles.model_dump()
         document_ensembles["metrics"] = {
             split_name: {
-                name: {scope: _compact(report[scope][name]) for scope in scopes} for name in ENSEMBLES
+                name: {scope: _compact(report[scope][name]) for scope in scopes}
+                for name in (*ENSEMBLES, UNWEIGHTED_MEAN)
+                if name in report[POOLED]
             }
         }
         set_ensembles(models_dir, document_ensembles)

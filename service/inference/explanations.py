@@ -172,9 +172,7 @@ class Explainer:
             small = {name: normalise(done.maps[name][0, ..., index]) for name in models}
         else:
             budget = ShapBudget.starting_now(request.max_evals, self.shap_time_limit)
-            small = {
-                name: shap_map(predictor.models[name], image.pixels, index, budget) for name in models
-            }
+            small = {name: shap_map(predictor.models[name], image.pixels, index, budget) for name in models}
         height, width = display_size(image.size, request.max_side)
         per_model = {name: upsample(heatmap, height, width) for name, heatmap in small.items()}
         weights = np.asarray(

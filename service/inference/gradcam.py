@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 FloatMap = npt.NDArray[np.float32]
+
+
 def normalise(maps: npt.NDArray[np.floating]) -> FloatMap:
     """ReLU, then divide each map by its maximum: values in [0, 1] (all zero if nothing is positive).
 

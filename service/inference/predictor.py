@@ -20,7 +20,14 @@ from service.core.concurrency import ConcurrencyPlan
 from service.core.config import Settings
 from service.inference.runner import SideBySide, forward
 from xray.contract.decoders import ImageFormat
-from xray.contract.ensembles import ENSEMBLES, MODELS_DISAGREE, OUT_OF_DISTRIBUTION, Decision, decide
+from xray.contract.ensembles import (
+    ENSEMBLES,
+    MODELS_DISAGREE,
+    OUT_OF_DISTRIBUTION,
+    Decision,
+    decide,
+    members,
+)
 from xray.contract.errors import InferenceFailedError, ModelLoadError, ProviderUnavailableError
 from xray.contract.images import DecodedImage, DicomReference, resize_gray
 from xray.contract.input_check import NOT_CHECKED, VIEWS, CheckResult, InputCheck, load_input_check
@@ -175,9 +182,10 @@ class Predictor:
             per_model = {name: probs[row] for name, probs in done.probabilities.items()}
             models = {name: decide(probs) for name, probs in per_model.items()}
             check = done.checks[row]
+            tops = {models[name].label_index for name in members(models, spec.classic.weights)}
             reasons = [
                 *([] if check.in_distribution else [OUT_OF_DISTRIBUTION]),
-                *([MODELS_DISAGREE] if len({model.label_index for model in models.values()}) > 1 else []),
+                *([MODELS_DISAGREE] if len(tops) > 1 else []),
             ]
             ensembles = {
                 name: ensemble.combine(per_model, spec).with_reasons(*reasons)

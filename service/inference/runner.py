@@ -53,9 +53,7 @@ def _concatenate(parts: list[npt.NDArray[np.float32] | None]) -> npt.NDArray[np.
 class SideBySide:
     """Runs several models on one batch on a pool of threads, longest tasks first."""
 
-    def __init__(
-        self, models: Mapping[str, OnnxModel], pool: Pool, *, min_chunk: int = 4
-    ) -> None:
+    def __init__(self, models: Mapping[str, OnnxModel], pool: Pool, *, min_chunk: int = 4) -> None:
         """Run `models` on `pool` (the serving plan's model pool).
 
         Args:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.calibration import choose_abstain_threshold, choose_cascade, fit_temperature
+from training.calibration import (
+    choose_abstain_threshold,
+    choose_cascade,
+    choose_weights,
+    fit_temperature,
+    weighted_mean_f1,
+)
 from xray.contract.ensembles import calibrated_softmax
 
 
@@ -78,3 +84,26 @@ def test_disagreeing_models_are_not_counted_as_answered() -> None:
     )
     assert threshold == pytest.approx(0.8)
     assert (coverage, accuracy) == (0.5, 1.0)
+
+
+def test_weights_leave_out_a_model_that_only_adds_noise() -> None:
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 600)
+    good = rng.dirichlet([1, 1, 1], 600) * 0.5
+    good[np.arange(600), labels] += 0.5
+    passenger = rng.dirichlet([0.2, 0.2, 0.2], 600)  # confident and random
+    per_model = {"good": good, "passenger": passenger, "also_good": good[:, [0, 1, 2]] * 0.9 + 0.1 / 3}
+    weights, score = choose_weights(per_model, labels)
+    assert weights["passenger"] == 0.0
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert score == pytest.approx(1.0)
+    assert weighted_mean_f1(per_model, labels, None) < 0.95  # the unweighted mean pays for the passenger
+
+
+def test_equal_models_keep_equal_weights() -> None:
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 200)
+    same = rng.dirichlet([1, 1, 1], 200)
+    weights, score = choose_weights({"a": same, "b": same}, labels)
+    assert weights == {"a": 0.5, "b": 0.5}  # every split scores alike: the tie goes to the even one
+    assert score == pytest.approx(weighted_mean_f1({"a": same}, labels, None))

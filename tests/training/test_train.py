@@ -131,6 +131,31 @@ def test_a_time_budget_plans_the_schedule_and_the_summary_records_precision(
     assert state["history"][-1]["learning_rate"] < 0.05 * config.learning_rate  # the cosine reached its end
 
 
+@pytest.mark.slow
+def test_one_slow_epoch_does_not_bend_the_schedule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every epoch takes 2 s but the fourth, slowed to 10 s by other work on the machine. Planning
+    # from the last epoch alone would shrink the plan there and grow it again after: the learning
+    # rate would dip and rise. Planned from the median, it only decreases after the warm-up.
+    now = [0.0]
+    monkeypatch.setattr(RunControl, "clock", staticmethod(lambda: now[0]))
+    original = RunControl.on_epoch_end
+
+    def timed(self: RunControl, epoch: int, logs: dict | None = None) -> None:
+        now[0] += 10.0 if epoch == 3 else 2.0
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(RunControl, "on_epoch_end", timed)
+    config = TrainConfig(
+        arch="scratch", image_size=32, epochs=500, batch_size=6, patience=500, time_budget_minutes=0.5
+    )
+    result = fit_network(config, _tiny_data(), tmp_path / "run", workers=1)
+    rates = [
+        row["learning_rate"] for row in json.loads((tmp_path / "run" / "state.json").read_text())["history"]
+    ]
+    assert result.epochs_run == 11  # 30 s: 10 epochs of 2 s and one of 10 s
+    assert all(a >= b for a, b in itertools.pairwise(rates[2:]))
+
+
 def test_a_run_can_start_from_a_trained_networks_weights(tmp_path: Path) -> None:
     source = tmp_path / "trained.keras"
     trained = build_model("scratch", 32).model

@@ -14,6 +14,7 @@ from service.core.config import Settings
 from tests.conftest import wait_ready
 from tests.factories import png_bytes
 from tests.training.conftest import TINY_SIZES, synthetic_image
+from training.evaluate import UNWEIGHTED_MEAN
 from xray.cli import main
 from xray.contract.manifest import load_manifest, verify_model_files
 
@@ -50,7 +51,13 @@ def test_manifest_has_three_verified_models_with_calibration_and_records(trained
     ensembles = manifest.ensembles
     assert len(ensembles.confidence.order) == 2
     assert "validation" in ensembles.selection["data"]
-    assert set(ensembles.metrics["test"]) == {"classic", "confidence"}
+    # Weights are kept only when they beat the unweighted mean; either way the choice is recorded,
+    # and with weights the card's tables also carry the unweighted mean.
+    assert {"unweighted_val_macro_f1", "best_weights", "single_model_val_macro_f1"} <= set(
+        ensembles.selection
+    )
+    weighted = {UNWEIGHTED_MEAN} if ensembles.classic.weights is not None else set()
+    assert set(ensembles.metrics["test"]) == {"classic", "confidence", *weighted}
 
 
 def test_split_is_by_patient_and_recorded(trained: dict[str, Path]) -> None:

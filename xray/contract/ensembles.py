@@ -1,25 +1,28 @@
 """Calibrated probabilities and the ensembles of docs/api.md, one `ENSEMBLES` entry each.
 
-* `classic`: the unweighted mean of the models' probabilities; label = argmax.
+* `classic`: the mean of the models' probabilities, unweighted unless the manifest gives weights
+  chosen on validation (`ensembles.classic.weights`); label = argmax.
 * `confidence`: a cascade; the models in `order` are asked in turn and the first whose top
   probability is >= `tau` decides alone; if none does, `classic` decides.
 
 Both are `uncertain` when they have a reason to be (`uncertain_reasons`, see `REASONS`): their top
 probability is below `abstain_below`, the input check finds the image unlike the training images,
-or the models' top labels differ. All arithmetic is in float64 so that the ensembles are exact
+or the members' top labels differ. The members are the models with a weight above 0 (all of them
+without weights): a model weighted 0 is still answered per model, but takes no part in the
+ensembles. All arithmetic is in float64 so that the ensembles are exact
 functions of the models' outputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
-from xray.contract.manifest import ConfidenceEnsembleSpec, EnsembleSpec
+from xray.contract.manifest import ClassicEnsembleSpec, ConfidenceEnsembleSpec, EnsembleSpec
 
 Probabilities = npt.NDArray[np.float64]
 
@@ -35,7 +38,7 @@ REASONS: dict[str, str] = {
     "chosen on validation for the accuracy of the answers it keeps",
     OUT_OF_DISTRIBUTION: "the input check finds the image unlike the frontal chest radiographs the "
     "models were trained on; the labels are not meaningful for it",
-    MODELS_DISAGREE: "the networks' top labels are not all the same",
+    MODELS_DISAGREE: "the top labels of the networks the ensembles are made of are not all the same",
 }
 
 
@@ -98,21 +101,40 @@ def decide(
     )
 
 
-def classic(per_model: Mapping[str, Probabilities], *, abstain_below: float) -> Decision:
-    """The unweighted mean of every model's probabilities.
+def members(names: Iterable[str], weights: Mapping[str, float] | None) -> list[str]:
+    """The models the ensembles are made of: those weighted above 0, or all without weights."""
+    return [name for name in names if weights is None or weights.get(name, 0.0) > 0]
+
+
+def classic(
+    per_model: Mapping[str, Probabilities],
+    *,
+    abstain_below: float,
+    weights: Mapping[str, float] | None = None,
+) -> Decision:
+    """The mean of the models' probabilities, weighted when `weights` are given.
 
     Args:
         per_model: Model name → calibrated probabilities, shape [classes].
         abstain_below: Threshold under which the decision is `uncertain`.
+        weights: Model name → weight >= 0 (normalised here); None: the unweighted mean.
     """
-    if not per_model:
-        raise ValueError("the classic ensemble needs at least one model")
-    mean = np.mean(np.stack([np.asarray(p, dtype=np.float64) for p in per_model.values()]), axis=0)
+    names = members(per_model, weights)
+    if not names:
+        raise ValueError("the classic ensemble needs at least one model weighted above 0")
+    stacked = np.stack([np.asarray(per_model[name], dtype=np.float64) for name in names])
+    factors = np.asarray([1.0 if weights is None else float(weights[name]) for name in names])
+    mean = np.tensordot(factors / factors.sum(), stacked, axes=1)
     return decide(mean, abstain_below=abstain_below)
 
 
 def confidence_cascade(
-    per_model: Mapping[str, Probabilities], *, order: Sequence[str], tau: float, abstain_below: float
+    per_model: Mapping[str, Probabilities],
+    *,
+    order: Sequence[str],
+    tau: float,
+    abstain_below: float,
+    weights: Mapping[str, float] | None = None,
 ) -> Decision:
     """The cascade: the first model in `order` with top probability >= `tau` decides.
 
@@ -121,6 +143,7 @@ def confidence_cascade(
         order: Models to ask, in turn; each must be in `per_model`.
         tau: Top probability at which a model decides alone.
         abstain_below: Threshold under which the decision is `uncertain`.
+        weights: The classic fallback's weights (None: unweighted).
 
     Returns:
         The deciding model's probabilities with `decided_by` set to its name, or the classic
@@ -132,14 +155,8 @@ def confidence_cascade(
             return decide(
                 np.asarray(probabilities, dtype=np.float64), abstain_below=abstain_below, decided_by=name
             )
-    fallback = classic(per_model, abstain_below=abstain_below)
+    fallback = classic(per_model, abstain_below=abstain_below, weights=weights)
     return decide(fallback.probabilities, abstain_below=abstain_below, decided_by=CLASSIC)
-
-
-class RuleDescription(BaseModel):
-    """An ensemble without settings of its own, described by its rule."""
-
-    rule: str
 
 
 @dataclass(frozen=True)
@@ -163,17 +180,30 @@ class Ensemble:
     names_decider: bool = False
 
 
+class ClassicDescription(ClassicEnsembleSpec):
+    """The mean, described: its rule and the manifest's weights (null: unweighted)."""
+
+    rule: str
+
+
 def _classic(per_model: Mapping[str, Probabilities], spec: EnsembleSpec) -> Decision:
-    return classic(per_model, abstain_below=spec.abstain_below)
+    return classic(per_model, abstain_below=spec.abstain_below, weights=spec.classic.weights)
 
 
 def _cascade(per_model: Mapping[str, Probabilities], spec: EnsembleSpec) -> Decision:
     return confidence_cascade(
-        per_model, order=spec.confidence.order, tau=spec.confidence.tau, abstain_below=spec.abstain_below
+        per_model,
+        order=spec.confidence.order,
+        tau=spec.confidence.tau,
+        abstain_below=spec.abstain_below,
+        weights=spec.classic.weights,
     )
 
 
-_CLASSIC_RULE = "unweighted mean of all models' probabilities"
+_CLASSIC_RULE = (
+    "mean of the models' probabilities: unweighted, or weighted by `weights` (chosen on validation) "
+    "when the manifest gives them"
+)
 
 #: The ensembles every answer carries, in the order they are reported. A new one is an entry here
 #: (and, if it has settings, a field of `EnsembleSpec`); the API schema, `/models`, the metrics,
@@ -185,8 +215,8 @@ ENSEMBLES: dict[str, Ensemble] = {
             CLASSIC,
             _CLASSIC_RULE,
             _classic,
-            lambda _spec: RuleDescription(rule=_CLASSIC_RULE),
-            RuleDescription,
+            lambda spec: ClassicDescription(rule=_CLASSIC_RULE, weights=spec.classic.weights),
+            ClassicDescription,
         ),
         Ensemble(
             CONFIDENCE,

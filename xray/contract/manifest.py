@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -148,9 +149,34 @@ class ConfidenceEnsembleSpec(_Strict):
     )
 
 
+class ClassicEnsembleSpec(_Strict):
+    """The mean: unweighted, unless the manifest gives weights chosen on validation."""
+
+    weights: dict[str, float] | None = Field(
+        default=None,
+        description="Model name → weight (≥ 0, at least one > 0; every model named) of a weighted mean, "
+        "chosen on validation. Absent: the unweighted mean. A model weighted 0 is still run and reported, "
+        "but is not a member of the ensembles: it neither enters the mean nor counts in `models_disagree`.",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_usable(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return None
+        if any(not math.isfinite(weight) or weight < 0 for weight in value.values()):
+            raise ValueError(f"ensemble weights must be finite and >= 0, got {value}")
+        if not any(weight > 0 for weight in value.values()):
+            raise ValueError("at least one ensemble weight must be > 0")
+        return value
+
+
 class EnsembleSpec(_Strict):
     """Settings shared by both ensembles."""
 
+    classic: ClassicEnsembleSpec = Field(
+        default_factory=ClassicEnsembleSpec, description="The mean (and the cascade's fallback)."
+    )
     confidence: ConfidenceEnsembleSpec = Field(description="The cascade.")
     abstain_below: float = Field(
         ge=0.0, le=1.0, description="An ensemble whose top probability is below this is `uncertain`."
@@ -204,6 +230,12 @@ class Manifest(_Strict):
             raise ValueError(f"ensembles.confidence.order names unknown model(s) {unknown}")
         if len(set(self.ensembles.confidence.order)) != len(self.ensembles.confidence.order):
             raise ValueError("ensembles.confidence.order names a model twice")
+        weights = self.ensembles.classic.weights
+        if weights is not None and set(weights) != set(names):
+            raise ValueError(
+                f"ensembles.classic.weights must name every model exactly once: got {sorted(weights)}, "
+                f"models are {sorted(names)}"
+            )
         if self.input_check is not None and not any(model.outputs.features for model in self.models):
             raise ValueError("input_check needs at least one model with an outputs.features graph output")
         return self

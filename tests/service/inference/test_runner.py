@@ -35,7 +35,7 @@ def _inputs(models: dict[str, OnnxModel], size: int) -> dict[str, np.ndarray]:
 def test_split_batches_give_the_whole_batches_answers(
     models: dict[str, OnnxModel], size: int, workers: int
 ) -> None:
-    runner = SideBySide(models, Pool(workers, 'test-models'), min_chunk=4)
+    runner = SideBySide(models, Pool(workers, "test-models"), min_chunk=4)
     inputs = _inputs(models, size)
     try:
         outputs = runner.run(inputs, maps_for=["scratch"])
@@ -67,7 +67,7 @@ def test_large_batches_are_split_per_worker_and_the_longest_work_goes_first(
 
     monkeypatch.setattr(OnnxModel, "run_outputs", recording)
     # One worker runs the tasks in the order they were queued.
-    runner = SideBySide(models, Pool(1, 'test-models'), min_chunk=4)
+    runner = SideBySide(models, Pool(1, "test-models"), min_chunk=4)
     try:
         for name, seconds in (
             ("scratch", 0.001),
@@ -81,7 +81,7 @@ def test_large_batches_are_split_per_worker_and_the_longest_work_goes_first(
     finally:
         runner.close()
     started.clear()
-    runner = SideBySide(models, Pool(2, 'test-models'), min_chunk=4)
+    runner = SideBySide(models, Pool(2, "test-models"), min_chunk=4)
     try:
         runner.run(_inputs(models, 8))
         runner.run(_inputs(models, 7))

@@ -14,7 +14,7 @@ from service.inference.scheduler import InferenceScheduler
 
 def test_full_queue_refuses_at_once_with_retry_after() -> None:
     async def scenario() -> None:
-        scheduler = InferenceScheduler(Pool(1, 'test-jobs'), max_pending=2)
+        scheduler = InferenceScheduler(Pool(1, "test-jobs"), max_pending=2)
         release = threading.Event()
         first = asyncio.create_task(scheduler.run(release.wait))
         second = asyncio.create_task(scheduler.run(release.wait))
@@ -36,7 +36,7 @@ def test_full_queue_refuses_at_once_with_retry_after() -> None:
 
 def test_a_cancelled_waiter_keeps_its_slot_until_the_job_ends() -> None:
     async def scenario() -> None:
-        scheduler = InferenceScheduler(Pool(1, 'test-jobs'), max_pending=1)
+        scheduler = InferenceScheduler(Pool(1, "test-jobs"), max_pending=1)
         release = threading.Event()
         waiter = asyncio.create_task(scheduler.run(release.wait))
         await asyncio.sleep(0.05)
@@ -59,7 +59,7 @@ def test_a_cancelled_waiter_keeps_its_slot_until_the_job_ends() -> None:
 
 def test_exceptions_reach_the_caller_and_free_the_slot() -> None:
     async def scenario() -> None:
-        scheduler = InferenceScheduler(Pool(1, 'test-jobs'), max_pending=1)
+        scheduler = InferenceScheduler(Pool(1, "test-jobs"), max_pending=1)
 
         def boom() -> None:
             raise ValueError("bad")

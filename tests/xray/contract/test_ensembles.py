@@ -22,6 +22,7 @@ from xray.contract.ensembles import (
     classic,
     confidence_cascade,
     decide,
+    members,
 )
 from xray.contract.manifest import ConfidenceEnsembleSpec, EnsembleSpec
 from xray.contract.preprocessing import decode_image
@@ -44,6 +45,26 @@ class TestPureFunctions:
         assert decision.label_index == 2
         assert decision.confidence == pytest.approx(11 / 30, abs=1e-15)
         assert decision.uncertain  # 0.3667 < 0.5
+
+    def test_classic_with_weights_is_the_normalised_weighted_mean(self) -> None:
+        per_model = {"a": probs(0.1, 0.2, 0.7), "b": probs(0.2, 0.5, 0.3), "c": probs(0.6, 0.3, 0.1)}
+        decision = classic(per_model, abstain_below=0.0, weights={"a": 2.0, "b": 1.0, "c": 1.0})
+        np.testing.assert_allclose(decision.probabilities, [1.0 / 4, 1.2 / 4, 1.8 / 4], atol=1e-15)
+        assert decision.label_index == 2
+
+    def test_a_model_weighted_zero_is_not_a_member(self) -> None:
+        per_model = {"a": probs(0.1, 0.2, 0.7), "b": probs(0.9, 0.05, 0.05)}
+        weights = {"a": 1.0, "b": 0.0}
+        assert members(per_model, weights) == ["a"]
+        assert members(per_model, None) == ["a", "b"]
+        np.testing.assert_array_equal(
+            classic(per_model, abstain_below=0.0, weights=weights).probabilities, per_model["a"]
+        )
+        fallback = confidence_cascade(per_model, order=["a"], tau=0.99, abstain_below=0.0, weights=weights)
+        assert fallback.decided_by == "classic"
+        np.testing.assert_array_equal(fallback.probabilities, per_model["a"])
+        with pytest.raises(ValueError, match="weighted above 0"):
+            classic(per_model, abstain_below=0.0, weights={"a": 0.0, "b": 0.0})
 
     def test_uncertain_is_strictly_below_the_threshold(self) -> None:
         at = classic({"a": probs(0.25, 0.25, 0.5)}, abstain_below=0.5)
@@ -142,6 +163,27 @@ class TestThroughOnnxAndManifest:
         cascade = predict_once(folder).ensembles["confidence"]
         assert cascade.decided_by == decided_by
         assert predict_once(folder).classes[cascade.label_index] == label
+
+    def test_weights_are_read_from_the_manifest_and_a_zero_weight_does_not_disagree(
+        self, make_models: Callable[..., Path]
+    ) -> None:
+        specs = [
+            ModelSpec("scratch", probabilities=[0.1, 0.2, 0.7]),
+            ModelSpec("inception_resnet_v2", probabilities=[0.1, 0.1, 0.8]),
+            ModelSpec("efficientnet_v2_b2", probabilities=[0.7, 0.2, 0.1]),
+        ]
+        unweighted = predict_once(make_models(specs, abstain_below=0.0)).ensembles["classic"]
+        weighted = predict_once(
+            make_models(
+                specs,
+                abstain_below=0.0,
+                weights={"scratch": 0.75, "inception_resnet_v2": 0.25, "efficientnet_v2_b2": 0.0},
+            )
+        ).ensembles
+        assert unweighted.uncertain_reasons == ("models_disagree",)
+        np.testing.assert_allclose(weighted["classic"].probabilities, [0.1, 0.175, 0.725], atol=EXACT)
+        for decision in weighted.values():
+            assert decision.uncertain_reasons == ()  # the two members agree; efficientnet is not one
 
     def test_order_and_tau_are_read_from_the_manifest(self, make_models: Callable[..., Path]) -> None:
         specs = [

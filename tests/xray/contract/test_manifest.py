@@ -38,6 +38,10 @@ def test_invalid_json_is_reported(tmp_path: Path) -> None:
         load_manifest(tmp_path)
 
 
+def _weights(document: dict, value: float) -> dict[str, float]:  # type: ignore[type-arg]
+    return {model["name"]: value for model in document["models"]}
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -52,6 +56,9 @@ def test_invalid_json_is_reported(tmp_path: Path) -> None:
         (lambda d: d["models"][0].update(temperature=0), "temperature"),
         (lambda d: d["models"][0]["input"].update(channels=2), "channels"),
         (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d["ensembles"].update(classic={"weights": {"scratch": 1.0}}), "every model"),
+        (lambda d: d["ensembles"].update(classic={"weights": _weights(d, -1.0)}), ">= 0"),
+        (lambda d: d["ensembles"].update(classic={"weights": _weights(d, 0.0)}), "> 0"),
     ],
     ids=[
         "order-unknown-model",
@@ -65,6 +72,9 @@ def test_invalid_json_is_reported(tmp_path: Path) -> None:
         "zero-temperature",
         "two-channels",
         "future-schema",
+        "weights-miss-a-model",
+        "negative-weight",
+        "all-weights-zero",
     ],
 )
 def test_contract_violations_are_refused(models_dir: Path, change, message: str) -> None:  # type: ignore[no-untyped-def]

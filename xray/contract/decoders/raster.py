@@ -97,9 +97,7 @@ def _decode_raster(data: bytes, pil_format: str, limits: DecodeLimits) -> GrayIm
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         # Pillow reports truncated and corrupt streams through this mix of exception types; the
         # problem names the kind, not the library's internals.
-        raise InvalidImageError(
-            f"the {pil_format} data cannot be decoded ({type(exc).__name__})"
-        ) from exc
+        raise InvalidImageError(f"the {pil_format} data cannot be decoded ({type(exc).__name__})") from exc
 
 
 def decode_png(data: bytes, limits: DecodeLimits) -> tuple[GrayImage, DicomReference | None]:
