@@ -136,8 +136,7 @@ class Split:
         Recorded in the manifest, it lets anyone re-derive the split from the same `labels.csv`
         and prove that it holds exactly the images the models were evaluated on.
         """
-        rows = sorted(f"{r.group}\t{r.label}\t{r.path.parent.name}/{r.path.name}" for r in self.part(name))
-        return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+        return records_fingerprint(self.part(name))
 
     def save(self, path: Path) -> None:
         """Write the split as JSON (paths as given)."""
@@ -153,6 +152,12 @@ class Split:
             name: [Record(**{**row, "path": Path(row["path"])}) for row in document[name]] for name in SPLITS
         }
         return cls(**parts)
+
+
+def records_fingerprint(records: Iterable[Record]) -> str:
+    """A sha256 of a set of images (group, label, file name), independent of where the data lies."""
+    rows = sorted(f"{r.group}\t{r.label}\t{r.path.parent.name}/{r.path.name}" for r in records)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def split_by_group(records: Sequence[Record], config: SplitConfig) -> Split:

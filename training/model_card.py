@@ -320,28 +320,26 @@ def _ensembles_section(manifest: Manifest) -> list[str]:
 
 
 def _weights_lines(manifest: Manifest) -> list[str]:
-    """What the manifest's ensemble weights are, and what they were chosen against."""
+    """Which models the mean is made of, and the validation evidence for it."""
     weights = manifest.ensembles.classic.weights
     selection = manifest.ensembles.selection
-    unweighted = selection.get("unweighted_val_macro_f1")
+    if "best_weights" not in selection:
+        return []
+    best = ", ".join(f"`{name}`" for name, weight in selection["best_weights"].items() if weight > 0)
+    evidence = (
+        f"the best subset on validation ({best}: macro-F1 {selection['best_weights_val_macro_f1']:.3f}"
+        f" against {selection['unweighted_val_macro_f1']:.3f} for all models) beat the mean of all"
+        f" models in {selection['best_weights_bootstrap_win_rate']:.0%} of paired bootstrap resamples"
+    )
     if weights is None:
         return [
-            "- `classic` is the unweighted mean"
-            + (
-                f": no weights beat it on validation (macro-F1 {unweighted:.3f}) by the margin required."
-                if unweighted is not None
-                else "."
-            )
+            f"- `classic` is the mean of all models: {evidence}, short of the 95% required to leave one out."
         ]
-    shares = ", ".join(f"`{name}` {weight:g}" for name, weight in weights.items())
-    lines = [f"- `classic` is weighted: {shares}."]
-    if unweighted is not None:
-        lines.append(
-            f"  Validation macro-F1 {selection['best_weights_val_macro_f1']:.3f} against {unweighted:.3f} for"
-            f" the unweighted mean, reported as `{UNWEIGHTED_MEAN}` in the tables; a model weighted 0 takes"
-            " no part in the ensembles."
-        )
-    return lines
+    left_out = ", ".join(f"`{name}`" for name, weight in weights.items() if weight == 0)
+    return [
+        f"- `classic` leaves out {left_out} (weight 0; still answered per model, not a member of either",
+        f"  ensemble): {evidence}. The mean of all models is reported as `{UNWEIGHTED_MEAN}` in the tables.",
+    ]
 
 
 def _detection(row: dict[str, Any]) -> str:
@@ -553,13 +551,23 @@ def _comparison_section(report_dir: Path) -> list[str]:
         ]
         rows.append([title, *cells])
     versions = ", ".join(f"`{k}` {v}" for k, v in old["context"]["versions"].items())
+    held_out = old["context"].get("models_split_fingerprints", {})
+    if held_out and set(held_out.values()) == {old["context"].get("images_fingerprint")}:
+        fairness = [
+            "These images are the held-out test split of both bundles (the same split fingerprint), so",
+            "the comparison is fair.",
+        ]
+    else:
+        fairness = [
+            "The earlier models were not all evaluated on this split, so some of these images may have",
+            "been in their training set: the comparison favours them.",
+        ]
     return [
         "## Before and after",
         "",
         f"The bundle this one replaces ({versions}) against this one, on the same",
-        f"{new['context']['images']} test images. The earlier models were trained on another split of an",
-        "earlier version of the data, so some of these images may have been in their training set: the",
-        "comparison favours them.",
+        f"{new['context']['images']} test images.",
+        *fairness,
         "",
         *_table(["measure", *[f"`{n}`" for n in names]], rows),
     ]

@@ -222,6 +222,32 @@ class RunControl(keras.callbacks.Callback):
         (self.run_dir / "state.json").write_text(json.dumps(self.state.__dict__))
 
 
+def start_from(model: keras.Model, path: Path) -> None:
+    """Give `model` the weights of a trained network: a `.keras` checkpoint, or a weights file.
+
+    A checkpoint's weights are copied layer by layer, by name: the layer names are deterministic,
+    so this works whatever the checkpoint's input size (the network is fully convolutional up to
+    its pooled head) and whether or not its batch norms ran on the fused kernel, which Keras's
+    own `load_weights` stores under other paths.
+
+    Raises:
+        ValueError: A layer with weights has no counterpart of the same name and shapes.
+    """
+    if path.suffix != ".keras":
+        model.load_weights(path)
+        return
+    source = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False)
+    by_name = {layer.name: layer for layer in source._flatten_layers(include_self=False, recursive=True)}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if not layer.weights or isinstance(layer, keras.Model):  # a nested model's layers come one by one
+            continue
+        other = by_name.get(layer.name)
+        mine = [tuple(weight.shape) for weight in layer.weights]
+        if other is None or [tuple(weight.shape) for weight in other.weights] != mine:
+            raise ValueError(f"{path} has no layer {layer.name!r} with weights of shapes {mine}")
+        layer.set_weights(other.get_weights())
+
+
 def seed_variables(model: keras.Model) -> list[Any]:
     """The state variables of the model's random generators (dropout), in a fixed order."""
     return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
@@ -407,7 +433,7 @@ def fit_network(
         built = (build or _build_from_table)(config)
         model = built.model
         if config.init_weights:
-            model.load_weights(config.init_weights)
+            start_from(model, Path(config.init_weights))
             logger.info("%s starts from the weights of %s", config.arch, config.init_weights)
         if resume and (run_dir / "last.keras").is_file() and (run_dir / "state.json").is_file():
             state = RunState.load(run_dir / "state.json")

@@ -26,13 +26,13 @@ from training.cache import load_images
 from training.calibration import (
     choose_abstain_threshold,
     choose_cascade,
-    choose_weights,
+    choose_members,
     fit_temperature,
     negative_log_likelihood,
     weighted_mean_f1,
 )
 from training.config import CLASSES, SplitConfig
-from training.data import Record, Split, labels_of, read_dataset, split_by_group
+from training.data import Record, Split, labels_of, read_dataset, records_fingerprint, split_by_group
 from training.evaluate import POOLED, UNWEIGHTED_MEAN, predict_records, write_report
 from training.export import export_run, load_run_config, served_model
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
@@ -51,8 +51,6 @@ from xray.contract.preprocessing import decode_image, preprocess
 logger = logging.getLogger(__name__)
 
 SPLIT_FILE = "split.json"
-#: How much better than the unweighted mean, in validation macro-F1, weights must be to be kept.
-WEIGHTS_MARGIN = 0.005
 
 T = TypeVar("T")
 
@@ -224,18 +222,17 @@ def _quantize_entry(
 def choose_ensembles(
     models_dir: Path, val_records: list[Record], *, target_accuracy: float = 0.95
 ) -> dict[str, Any]:
-    """Pick the mean's weights, the cascade's order and tau and `abstain_below` on validation; write them.
+    """Pick the mean's members, the cascade's order and tau and `abstain_below` on validation; write them.
 
-    Weights are kept only when they beat the unweighted mean's validation macro-F1 by at least
-    `WEIGHTS_MARGIN`: a smaller gain on a few hundred images is as likely noise as skill.
+    A model is left out of the mean (weight 0) only when validation shows with confidence that the
+    mean is better without it (`choose_members`).
     """
     predictor = load_predictor(Settings(models_dir=models_dir))
     predictions = predict_records(predictor, val_records)
     per_model = {name: predictions.probabilities[name] for name in predictor.models}
     labels = predictions.labels
-    unweighted_f1 = weighted_mean_f1(per_model, labels, None)
-    best_weights, weighted_f1 = choose_weights(per_model, labels)
-    weights = best_weights if weighted_f1 >= unweighted_f1 + WEIGHTS_MARGIN else None
+    membership = choose_members(per_model, labels)
+    weights = membership.weights
     order, tau, cascade_f1 = choose_cascade(per_model, labels, weights=weights)
     threshold, coverage, kept_accuracy = choose_abstain_threshold(
         per_model, labels, target_accuracy=target_accuracy, weights=weights
@@ -246,11 +243,13 @@ def choose_ensembles(
         "abstain_below": round(threshold, 6),
         "selection": {
             "data": f"validation split ({len(labels)} images)",
-            "weights": f"grid of tenths over the models' weights, maximising the mean's validation macro-F1; "
-            f"kept only if at least {WEIGHTS_MARGIN} above the unweighted mean's",
-            "unweighted_val_macro_f1": unweighted_f1,
-            "best_weights": best_weights,
-            "best_weights_val_macro_f1": weighted_f1,
+            "weights": "every subset of the models (equal weights) scored on validation macro-F1; the best "
+            "is kept only if it beats the mean of all models in at least 95% of 1000 paired bootstrap "
+            "resamples of the validation split",
+            "unweighted_val_macro_f1": membership.all_f1,
+            "best_weights": membership.best,
+            "best_weights_val_macro_f1": membership.best_f1,
+            "best_weights_bootstrap_win_rate": membership.win_rate,
             "single_model_val_macro_f1": {
                 name: weighted_mean_f1({name: probs}, labels, None) for name, probs in per_model.items()
             },
@@ -371,7 +370,17 @@ def evaluate_models(
     """
     predictor = load_predictor(Settings(models_dir=models_dir))
     predictions = predict_records(predictor, records)
-    context = {"split": split_name, "images": len(records), "versions": dict(predictor.versions)}
+    context = {
+        "split": split_name,
+        "images": len(records),
+        "versions": dict(predictor.versions),
+        # Whether these images are the models' own held-out split (see the card's before/after).
+        "images_fingerprint": records_fingerprint(records),
+        "models_split_fingerprints": {
+            entry.name: entry.data.get("split_fingerprints", {}).get(split_name)
+            for entry in predictor.manifest.models
+        },
+    }
     report = write_report(predictions, CLASSES, out_dir, context)
     if update_manifest:
         scopes = list(report)
@@ -397,8 +406,17 @@ def evaluate_models(
     if runs_dir is not None:
         comparison = compare_quantized(models_dir, runs_dir, records, cache_dir or runs_dir / "cache")
         (out_dir / "quantization.json").write_text(json.dumps(comparison, indent=1))
+        same_images = records_fingerprint(records)
         for name, scores in comparison.items():
-            quantization = dict(predictor.manifest.model(name).quantization or {})
+            entry = predictor.manifest.model(name)
+            quantization = dict(entry.quantization or {})
+            recorded = quantization.get(split_name)
+            evaluated_on = entry.data.get("split_fingerprints", {}).get(split_name)
+            if "skipped" in scores and recorded and "skipped" not in recorded and evaluated_on == same_images:
+                # The same INT8 file (the manifest's checksum) was compared on these same images
+                # when its float original was at hand: that comparison still holds, so it is kept.
+                logger.info("%s: keeping the INT8 comparison recorded for the %s split", name, split_name)
+                continue
             quantization[split_name] = scores
             if update_manifest:
                 update_model_fields(models_dir, name, quantization=quantization)

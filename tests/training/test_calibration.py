@@ -8,7 +8,7 @@ import pytest
 from training.calibration import (
     choose_abstain_threshold,
     choose_cascade,
-    choose_weights,
+    choose_members,
     fit_temperature,
     weighted_mean_f1,
 )
@@ -86,24 +86,43 @@ def test_disagreeing_models_are_not_counted_as_answered() -> None:
     assert (coverage, accuracy) == (0.5, 1.0)
 
 
-def test_weights_leave_out_a_model_that_only_adds_noise() -> None:
-    rng = np.random.default_rng(4)
-    labels = rng.integers(0, 3, 600)
-    good = rng.dirichlet([1, 1, 1], 600) * 0.5
-    good[np.arange(600), labels] += 0.5
-    passenger = rng.dirichlet([0.2, 0.2, 0.2], 600)  # confident and random
-    per_model = {"good": good, "passenger": passenger, "also_good": good[:, [0, 1, 2]] * 0.9 + 0.1 / 3}
-    weights, score = choose_weights(per_model, labels)
-    assert weights["passenger"] == 0.0
-    assert sum(weights.values()) == pytest.approx(1.0)
-    assert score == pytest.approx(1.0)
-    assert weighted_mean_f1(per_model, labels, None) < 0.95  # the unweighted mean pays for the passenger
+def _noisy_copy(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """Probabilities whose argmax is right on about `accuracy` of the cases."""
+    rng = np.random.default_rng(seed)
+    guesses = np.where(rng.random(len(labels)) < accuracy, labels, rng.integers(0, 3, len(labels)))
+    probabilities = rng.dirichlet([1, 1, 1], len(labels)) * 0.4
+    probabilities[np.arange(len(labels)), guesses] += 0.6
+    return probabilities
 
 
-def test_equal_models_keep_equal_weights() -> None:
-    rng = np.random.default_rng(5)
-    labels = rng.integers(0, 3, 200)
-    same = rng.dirichlet([1, 1, 1], 200)
-    weights, score = choose_weights({"a": same, "b": same}, labels)
-    assert weights == {"a": 0.5, "b": 0.5}  # every split scores alike: the tie goes to the even one
-    assert score == pytest.approx(weighted_mean_f1({"a": same}, labels, None))
+def test_a_passenger_that_drags_the_mean_down_is_left_out() -> None:
+    labels = np.random.default_rng(4).integers(0, 3, 600)
+    per_model = {
+        "good": _noisy_copy(labels, 0.85, 1),
+        "passenger": np.random.default_rng(9).dirichlet([0.1, 0.1, 0.1], 600),  # confident and random
+        "also_good": _noisy_copy(labels, 0.85, 2),
+    }
+    choice = choose_members(per_model, labels)
+    assert choice.weights is not None
+    assert choice.weights["passenger"] == 0.0
+    assert sum(choice.weights.values()) == pytest.approx(1.0)
+    assert choice.best_f1 > choice.all_f1
+    assert choice.win_rate >= 0.95
+    assert choice.all_f1 == pytest.approx(weighted_mean_f1(per_model, labels, None))
+
+
+def test_a_gain_within_the_noise_keeps_every_model() -> None:
+    labels = np.random.default_rng(5).integers(0, 3, 300)
+    per_model = {name: _noisy_copy(labels, 0.75, seed) for seed, name in enumerate(("a", "b", "c"))}
+    choice = choose_members(per_model, labels)
+    assert choice.weights is None  # a subset may score a little higher, but not with confidence
+    assert choice.win_rate < 0.95
+    assert sum(choice.best.values()) == pytest.approx(1.0)
+
+
+def test_equal_models_keep_every_model() -> None:
+    labels = np.random.default_rng(6).integers(0, 3, 200)
+    same = _noisy_copy(labels, 0.7, 3)
+    choice = choose_members({"a": same, "b": same}, labels)
+    assert choice.weights is None
+    assert choice.best == {"a": 0.5, "b": 0.5}  # every subset scores alike: the tie goes to all
