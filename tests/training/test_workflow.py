@@ -15,6 +15,7 @@ from tests.conftest import wait_ready
 from tests.factories import png_bytes
 from tests.training.conftest import TINY_SIZES, synthetic_image
 from training.evaluate import UNWEIGHTED_MEAN
+from training.input_check import DEFAULT_PASS_RATE
 from xray.cli import main
 from xray.contract.manifest import load_manifest, verify_model_files
 
@@ -45,7 +46,7 @@ def test_manifest_has_three_verified_models_with_calibration_and_records(trained
     assert check is not None  # every new model set gets its input check
     assert check.method == "mahalanobis"
     assert all(entry.outputs.features == "features" for entry in manifest.models)
-    assert check.metrics["validation_pass_rate"] >= 0.99
+    assert check.metrics["validation_pass_rate"] >= DEFAULT_PASS_RATE
     assert set(check.metrics["test"]) == {"pooled", "site-a", "site-b"}
     assert set(check.selection["compared_on_non_chest_images"]) == {"mahalanobis", "energy"}
     ensembles = manifest.ensembles

@@ -11,7 +11,7 @@ validation split (median, median absolute deviation); the check's score is the m
 z-scores over every network and view. Pooled features catch images whose content is foreign
 (blank, noise, text, CT); the class-map layout catches radiographs of the wrong anatomy, whose
 content is similar but whose layout is not a chest's. A score above the threshold (chosen on
-validation so that 99 % of chest radiographs pass) is out of distribution.
+validation so that 98 % of chest radiographs pass) is out of distribution.
 
 The statistics live beside the models in `input_check.npz`, whose sha256 the manifest records; a
 manifest without an input check loads, and its check reports `none` and never flags.
