@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import f1_score
 
-from xray.contract.ensembles import calibrated_softmax, classic, confidence_cascade, members
+from xray.contract.ensembles import (
+    calibrated_softmax,
+    classic,
+    confidence_cascade,
+    mean_probabilities,
+    members,
+)
 
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 
@@ -48,10 +54,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, iterations: int =
 
 
 def _mean_labels(per_model: Mapping[str, np.ndarray], weights: Mapping[str, float] | None) -> np.ndarray:
-    names = members(per_model, weights)
-    factors = np.asarray([1.0 if weights is None else weights[name] for name in names])
-    mean = np.tensordot(factors / factors.sum(), np.stack([per_model[name] for name in names]), axes=1)
-    return np.asarray(mean.argmax(axis=1))
+    return np.asarray(mean_probabilities(per_model, weights).argmax(axis=-1))
 
 
 def weighted_mean_f1(
@@ -72,6 +75,12 @@ def _macro_f1_rows(labels: np.ndarray, predicted: np.ndarray, classes: int) -> n
         f1 = 2 * true_positive[present] / (support[present] + predicted_count[present])
         scores.append(f1.mean())
     return np.asarray(scores)
+
+
+#: Paired bootstrap resamples of the validation split, and the share of them a subset of the
+#: models must win against all of them to be served instead.
+MEMBER_RESAMPLES = 1000
+MEMBER_CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -98,8 +107,8 @@ def choose_members(
     per_model: Mapping[str, np.ndarray],
     labels: np.ndarray,
     *,
-    resamples: int = 1000,
-    confidence: float = 0.95,
+    resamples: int = MEMBER_RESAMPLES,
+    confidence: float = MEMBER_CONFIDENCE,
     seed: int = 0,
 ) -> MemberChoice:
     """Leave models out of the mean only when validation shows, with confidence, that it helps.
@@ -116,13 +125,10 @@ def choose_members(
         for size in range(1, len(names) + 1)
         for chosen in itertools.combinations(names, size)
     ]
+    scores = [weighted_mean_f1(per_model, labels, weights) for weights in subsets]
     # Ties go to the larger subset, then to the one listed first.
-    scored = [
-        (weighted_mean_f1(per_model, labels, weights), sum(weights.values()), -i)
-        for i, weights in enumerate(subsets)
-    ]
-    best_f1, _, index = max(scored)
-    best = subsets[-index]
+    index = max(range(len(subsets)), key=lambda i: (scores[i], sum(subsets[i].values()), -i))
+    best, best_f1 = subsets[index], scores[index]
     all_f1 = weighted_mean_f1(per_model, labels, None)
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, len(labels), (resamples, len(labels)))

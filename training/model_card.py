@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.calibration import MEMBER_CONFIDENCE
 from training.evaluate import UNWEIGHTED_MEAN
 from xray.contract.ensembles import ENSEMBLES
 from xray.contract.manifest import Manifest, ModelEntry, load_manifest
@@ -370,7 +371,8 @@ def _weights_lines(manifest: Manifest) -> list[str]:
     )
     if weights is None:
         return [
-            f"- `classic` is the mean of all models: {evidence}, short of the 95% required to leave one out."
+            f"- `classic` is the mean of all models: {evidence}, short of the {MEMBER_CONFIDENCE:.0%}"
+            " required to leave one out."
         ]
     left_out = ", ".join(f"`{name}`" for name, weight in weights.items() if weight == 0)
     return [

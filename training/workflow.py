@@ -24,6 +24,8 @@ from service.inference import Predictor, load_predictor
 from training import input_check, non_chest
 from training.cache import load_images
 from training.calibration import (
+    MEMBER_CONFIDENCE,
+    MEMBER_RESAMPLES,
     choose_abstain_threshold,
     choose_cascade,
     choose_members,
@@ -244,8 +246,8 @@ def choose_ensembles(
         "selection": {
             "data": f"validation split ({len(labels)} images)",
             "weights": "every subset of the models (equal weights) scored on validation macro-F1; the best "
-            "is kept only if it beats the mean of all models in at least 95% of 1000 paired bootstrap "
-            "resamples of the validation split",
+            f"is kept only if it beats the mean of all models in at least {MEMBER_CONFIDENCE:.0%} of "
+            f"{MEMBER_RESAMPLES} paired bootstrap resamples of the validation split",
             "unweighted_val_macro_f1": membership.all_f1,
             "best_weights": membership.best,
             "best_weights_val_macro_f1": membership.best_f1,

@@ -119,13 +119,24 @@ def classic(
         abstain_below: Threshold under which the decision is `uncertain`.
         weights: Model name → weight >= 0 (normalised here); None: the unweighted mean.
     """
+    return decide(mean_probabilities(per_model, weights), abstain_below=abstain_below)
+
+
+def mean_probabilities(
+    per_model: Mapping[str, npt.NDArray[np.floating]], weights: Mapping[str, float] | None
+) -> Probabilities:
+    """The members' probabilities averaged with `weights` (normalised), in float64.
+
+    Args:
+        per_model: Model name → probabilities, shape [..., classes] (one image or a batch).
+        weights: Model name → weight >= 0; None: the unweighted mean.
+    """
     names = members(per_model, weights)
     if not names:
         raise ValueError("the classic ensemble needs at least one model weighted above 0")
     stacked = np.stack([np.asarray(per_model[name], dtype=np.float64) for name in names])
     factors = np.asarray([1.0 if weights is None else float(weights[name]) for name in names])
-    mean = np.tensordot(factors / factors.sum(), stacked, axes=1)
-    return decide(mean, abstain_below=abstain_below)
+    return np.asarray(np.tensordot(factors / factors.sum(), stacked, axes=1), dtype=np.float64)
 
 
 def confidence_cascade(
