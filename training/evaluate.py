@@ -18,7 +18,7 @@ import numpy as np
 from service.inference import Predictor
 from training.data import Record
 from training.metrics import classification_metrics, pairwise_auc, reliability
-from xray.contract.ensembles import ENSEMBLES
+from xray.contract.ensembles import ENSEMBLES, mean_probabilities
 from xray.contract.preprocessing import decode_image
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
             logger.info("evaluated %d/%d images", min(start + batch_size, len(records)), len(records))
     stacked = {name: np.stack(rows) for name, rows in probabilities.items()}
     if predictor.manifest.ensembles.classic.weights is not None:
-        stacked[UNWEIGHTED_MEAN] = np.mean([stacked[name] for name in predictor.models], axis=0)
+        models = {name: stacked[name] for name in predictor.models}
+        stacked[UNWEIGHTED_MEAN] = mean_probabilities(models, None)
     return Predictions(
         records=list(records),
         labels=np.asarray([classes.index(record.label) for record in records]),

@@ -408,13 +408,13 @@ def evaluate_models(
     if runs_dir is not None:
         comparison = compare_quantized(models_dir, runs_dir, records, cache_dir or runs_dir / "cache")
         (out_dir / "quantization.json").write_text(json.dumps(comparison, indent=1))
-        same_images = records_fingerprint(records)
         for name, scores in comparison.items():
             entry = predictor.manifest.model(name)
             quantization = dict(entry.quantization or {})
             recorded = quantization.get(split_name)
-            evaluated_on = entry.data.get("split_fingerprints", {}).get(split_name)
-            if "skipped" in scores and recorded and "skipped" not in recorded and evaluated_on == same_images:
+            held_out = context["models_split_fingerprints"]  # as recorded when the model was evaluated
+            same_images = held_out.get(name) == context["images_fingerprint"]
+            if "skipped" in scores and recorded and "skipped" not in recorded and same_images:
                 # The same INT8 file (the manifest's checksum) was compared on these same images
                 # when its float original was at hand: that comparison still holds, so it is kept.
                 logger.info("%s: keeping the INT8 comparison recorded for the %s split", name, split_name)

@@ -177,12 +177,13 @@ class Predictor:
     def combine(self, images: Sequence[DecodedImage], done: ForwardPass) -> list[Prediction]:
         """Each image's per-model decisions and every ensemble of `ENSEMBLES`, from one forward pass."""
         spec = self.manifest.ensembles
+        voters = members(done.probabilities, spec.classic.weights)  # the same for every image
         results = []
         for row, image in enumerate(images):
             per_model = {name: probs[row] for name, probs in done.probabilities.items()}
             models = {name: decide(probs) for name, probs in per_model.items()}
             check = done.checks[row]
-            tops = {models[name].label_index for name in members(models, spec.classic.weights)}
+            tops = {models[name].label_index for name in voters}
             reasons = [
                 *([] if check.in_distribution else [OUT_OF_DISTRIBUTION]),
                 *([MODELS_DISAGREE] if len(tops) > 1 else []),
