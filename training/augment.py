@@ -66,3 +66,31 @@ def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Gener
 def augment_batch(images: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """`augment_image` over a (b, h, w) uint8 batch."""
     return np.stack([augment_image(image, config, rng) for image in images])
+
+
+def mix_batch(
+    images: np.ndarray,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    alpha: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mixup within a batch: image i becomes λᵢ·xᵢ + (1 - λᵢ)·xⱼ for a partner j of the same batch.
+
+    Args:
+        images: (b, h, w, 1) float32 images.
+        targets: (b, classes) float32 class probabilities (one-hot before mixing).
+        weights: (b,) float32 loss weights (class weights).
+        alpha: λᵢ ~ Beta(α, α), one per image.
+        rng: The batch's generator.
+
+    Returns:
+        The mixed images, targets and weights; targets and weights mix with the same λᵢ, so a
+        blend of two classes is weighted between their class weights.
+    """
+    count = len(images)
+    lam = rng.beta(alpha, alpha, count).astype(np.float32)
+    partner = rng.permutation(count)
+    mixed = lam[:, None, None, None] * images + (1.0 - lam)[:, None, None, None] * images[partner]
+    soft = lam[:, None] * targets + (1.0 - lam)[:, None] * targets[partner]
+    return mixed, soft, lam * weights + (1.0 - lam) * weights[partner]

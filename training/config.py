@@ -15,9 +15,10 @@ CLASSES: tuple[str, ...] = ("normal", "pneumonia", "tuberculosis")
 class AugmentConfig(BaseModel):
     """Augmentation suited to chest radiographs.
 
-    Small geometric changes and exposure changes only. No vertical flips (anatomy is never upside
-    down); horizontal flips are off by default because they move the heart to the right, which a
-    model could learn as normal anatomy.
+    Small geometric changes and exposure changes, and optionally mixup, which blends pairs of
+    images and so makes the labels soft. No vertical flips (anatomy is never upside down);
+    horizontal flips are off by default because they move the heart to the right, which a model
+    could learn as normal anatomy.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -28,6 +29,13 @@ class AugmentConfig(BaseModel):
     brightness: float = Field(default=0.10, ge=0, lt=1)
     contrast: float = Field(default=0.15, ge=0, lt=1)
     horizontal_flip: bool = False
+    mixup: float = Field(
+        default=0.0,
+        ge=0,
+        le=2,
+        description="mixup's Beta(α, α): each image is blended with another of its batch, and its "
+        "label and loss weight with the other's; 0 (the default) = off",
+    )
 
 
 class TrainConfig(BaseModel):

@@ -5,6 +5,7 @@ epoch's seeded permutation, its augmentation draws from a generator seeded the s
 resumed at epoch k sees exactly what an uninterrupted run saw from epoch k on. Batches are built
 in worker threads (Pillow and NumPy release the GIL) a few steps ahead of the model, and every
 epoch has the same number of full batches, so no backend compiles a second step for a short one.
+With mixup on, the labels are class probabilities (b, classes) instead of class indices.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from service.core.cpu import available_cpus
-from training.augment import augment_batch
+from training.augment import augment_batch, mix_batch
 from training.config import AugmentConfig
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class TrainingBatches:
-    """(float32 images (b, h, w, 1) in [0, 255], int32 labels, float32 sample weights) per step.
+    """(float32 images (b, h, w, 1) in [0, 255], labels, float32 sample weights) per step.
+
+    The labels are int32 class indices (b,), or float32 class probabilities (b, classes) when the
+    augmentation mixes images (`AugmentConfig.mixup`).
 
     Args:
         images: (n, h, w) uint8, a memmap or an array.
@@ -37,6 +41,7 @@ class TrainingBatches:
         class_weights: Class index → loss weight (given to every sample as its weight).
         workers: Threads building batches ahead of the model; default: one per usable CPU but
             one (the model's), at least 1 and at most 4.
+        num_classes: The number of classes, for mixup's soft labels; default: the largest label + 1.
     """
 
     def __init__(
@@ -49,6 +54,7 @@ class TrainingBatches:
         augment: AugmentConfig | None = None,
         class_weights: dict[int, float] | None = None,
         workers: int | None = None,
+        num_classes: int | None = None,
     ) -> None:
         if len(images) != len(labels) or not len(labels):
             raise ValueError("images and labels must be non-empty and of one length")
@@ -57,6 +63,7 @@ class TrainingBatches:
         self.batch_size = min(batch_size, len(labels))
         self.seed = seed
         self.augment = augment
+        self.num_classes = num_classes if num_classes is not None else int(self.labels.max()) + 1
         self.workers = max(1, workers if workers is not None else min(4, available_cpus() - 1))
         weights = class_weights or {}
         self.sample_weights = np.asarray([weights.get(int(c), 1.0) for c in self.labels], dtype=np.float32)
@@ -80,7 +87,11 @@ class TrainingBatches:
         images = np.asarray(self.images[picks])
         if self.augment is not None:
             images = augment_batch(images, self.augment, np.random.default_rng([self.seed, epoch, step, 1]))
-        result = images.astype(np.float32)[..., None], self.labels[picks], self.sample_weights[picks]
+        result: Batch = images.astype(np.float32)[..., None], self.labels[picks], self.sample_weights[picks]
+        if self.augment is not None and self.augment.mixup > 0:
+            one_hot = np.eye(self.num_classes, dtype=np.float32)[result[1]]
+            rng = np.random.default_rng([self.seed, epoch, step, 2])
+            result = mix_batch(result[0], one_hot, result[2], self.augment.mixup, rng)
         with self._lock:
             self.build_seconds += time.thread_time() - started
         return result

@@ -298,7 +298,9 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
     )
     loss: keras.losses.Loss
-    if config.label_smoothing:
+    if config.augment.mixup > 0:  # mixed batches carry class probabilities, not class indices
+        loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+    elif config.label_smoothing:
         loss = _SmoothedSparseCrossentropy(config.label_smoothing, len(CLASSES))
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -418,6 +420,7 @@ def fit_network(
         augment=config.augment,
         class_weights=weights,
         workers=workers,
+        num_classes=len(CLASSES),
     )
     steps = batches.steps_per_epoch
     if config.steps_per_epoch:

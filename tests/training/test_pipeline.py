@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.training.conftest import synthetic_image
-from training.augment import augment_batch, augment_image
+from training.augment import augment_batch, augment_image, mix_batch
 from training.config import AugmentConfig
 from training.pipeline import TrainingBatches
 
@@ -88,3 +88,47 @@ def test_class_weights_become_sample_weights() -> None:
 def test_mismatched_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="one length"):
         TrainingBatches(_images(3), np.arange(2), batch_size=2, seed=0)
+
+
+def test_mixup_blends_images_labels_and_weights_with_one_lambda() -> None:
+    # Image i is 1 at pixel i and 0 elsewhere, so a mixed image shows its λ and its partner.
+    images = np.eye(6, dtype=np.float32).reshape(6, 1, 6, 1)
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    targets = np.eye(3, dtype=np.float32)[labels]
+    weights = np.array([1.0, 2.0, 4.0, 1.0, 2.0, 4.0], np.float32)
+    mixed, soft, mixed_weights = mix_batch(images, targets, weights, 0.4, np.random.default_rng(0))
+    assert mixed.shape == images.shape
+    assert soft.shape == (6, 3)
+    assert mixed_weights.shape == (6,)
+    partners = []
+    for i in range(6):
+        pixels = mixed[i].ravel()
+        lam = float(pixels[i])
+        others = [j for j in range(6) if j != i and pixels[j] > 0]
+        j = others[0] if others else i
+        partners.append(j)
+        # The partner's share is 1 - λ (an image mixed with itself stays itself).
+        assert pixels[j] == pytest.approx(1 - lam if j != i else 1.0, abs=1e-6)
+        np.testing.assert_allclose(soft[i], lam * targets[i] + (1 - lam) * targets[j], atol=1e-6)
+        np.testing.assert_allclose(mixed_weights[i], lam * weights[i] + (1 - lam) * weights[j], atol=1e-6)
+    assert sorted(partners) == list(range(6))  # the partners are a permutation of the batch
+    assert not np.allclose(soft.max(axis=1), 1.0)  # some labels are soft
+
+
+def test_mixed_batches_carry_class_probabilities_and_stay_reproducible() -> None:
+    labels = np.arange(20) % 3
+    batches = TrainingBatches(
+        _images(), labels, batch_size=6, seed=7, augment=AugmentConfig(mixup=0.4), num_classes=3
+    )
+    x, y, w = batches.batch(1, 2)
+    assert x.shape == (6, 48, 48, 1)
+    assert x.dtype == np.float32
+    assert y.shape == (6, 3)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.all((y > 0).sum(axis=1) <= 2)  # a blend of at most two classes
+    assert y.max(axis=1).min() > 0.0
+    assert not np.allclose(y.max(axis=1), 1.0)
+    assert all(np.array_equal(a, b) for a, b in zip((x, y, w), batches.batch(1, 2), strict=True))
+    plain = TrainingBatches(_images(), labels, batch_size=6, seed=7, augment=AugmentConfig())
+    assert plain.batch(1, 2)[1].dtype == np.int32  # off by default: class indices, as before

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from tests.training.conftest import synthetic_image, write_labelled_images
 from training.architectures import build_model
-from training.config import SplitConfig, TrainConfig
+from training.config import AugmentConfig, SplitConfig, TrainConfig
 from training.data import read_dataset, split_by_group
 from training.fused_batchnorm import fuse_batch_norms
 from training.train import (
@@ -175,3 +175,20 @@ def test_a_run_can_start_from_a_trained_networks_weights(tmp_path: Path, fused: 
     fit_network(config, _tiny_data(), tmp_path / "run", workers=1)
     started = keras.models.load_model(tmp_path / "run" / "last.keras", custom_objects=CUSTOM_OBJECTS)
     assert np.allclose(started.get_layer("stem1_conv").kernel.numpy(), 0.01, atol=1e-6)
+
+
+def test_a_mixup_run_learns_from_class_probabilities_and_resumes(tmp_path: Path) -> None:
+    config = TrainConfig(
+        arch="scratch", image_size=32, epochs=1, batch_size=6, precision="float32",
+        label_smoothing=0.1, augment=AugmentConfig(mixup=0.4),
+    )  # fmt: skip
+    fit_network(config, _tiny_data(), tmp_path / "run", workers=1)
+    saved = keras.models.load_model(tmp_path / "run" / "last.keras", custom_objects=CUSTOM_OBJECTS)
+    assert isinstance(saved.loss, keras.losses.CategoricalCrossentropy)
+    assert saved.loss.label_smoothing == pytest.approx(0.1)
+    longer = config.model_copy(update={"epochs": 2})
+    result = fit_network(longer, _tiny_data(), tmp_path / "run", resume=True, workers=1)
+    history = json.loads((tmp_path / "run" / "state.json").read_text())["history"]
+    assert result.epochs_run == 1
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert all(np.isfinite(row["loss"]) for row in history)
