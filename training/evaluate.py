@@ -25,7 +25,13 @@ logger = logging.getLogger(__name__)
 
 POOLED = "pooled"
 #: Keys of a report scope that are not predictors.
-NOT_PREDICTORS = ("confidence_decided_by", "input_check")
+NOT_PREDICTORS = ("confidence_decided_by", "input_check", "by_stored_size")
+#: A source's images split at this longest stored side into its small and large ones. A source
+#: whose images were stored at different sizes is often a mix of archives; a class recognised far
+#: better in one size than the other is recognised partly by its archive's look, not its disease.
+STORED_SIZE_SPLIT_PX = 384
+#: Images of one class per size group below which recall is too noisy to compare.
+STORED_SIZE_MIN_IMAGES = 10
 #: With ensemble weights in the manifest, the unweighted mean is reported beside the served
 #: (weighted) `classic`, so that the card shows what the weights change.
 UNWEIGHTED_MEAN = "classic_unweighted"
@@ -41,12 +47,16 @@ class Predictions:
     uncertain: dict[str, np.ndarray] = field(default_factory=dict)
     decided_by: list[str] = field(default_factory=list)
     out_of_distribution: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: Each image's longest side as stored (before any resizing); 0 where unknown.
+    stored_sides: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
         if not len(self.out_of_distribution):  # not given: nothing was flagged
             self.out_of_distribution = np.zeros(len(self.labels), dtype=bool)
-        if len(self.out_of_distribution) != len(self.labels):
-            raise ValueError("out_of_distribution needs one flag per record")
+        if not len(self.stored_sides):
+            self.stored_sides = np.zeros(len(self.labels), dtype=np.int64)
+        if len(self.out_of_distribution) != len(self.labels) or len(self.stored_sides) != len(self.labels):
+            raise ValueError("out_of_distribution and stored_sides need one value per record")
 
     def subset(self, mask: np.ndarray) -> Predictions:
         """The predictions of the records where `mask` is true."""
@@ -57,6 +67,7 @@ class Predictions:
             uncertain={name: flags[mask] for name, flags in self.uncertain.items()},
             decided_by=[d for d, keep in zip(self.decided_by, mask, strict=True) if keep],
             out_of_distribution=self.out_of_distribution[mask],
+            stored_sides=self.stored_sides[mask],
         )
 
 
@@ -67,9 +78,11 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
     uncertain: dict[str, list[bool]] = {name: [] for name in ENSEMBLES}
     decided_by: list[str] = []
     flagged: list[bool] = []
+    sides: list[int] = []
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         images = [decode_image(record.path.read_bytes()) for record in batch]
+        sides += [max(image.pixels.shape[:2]) for image in images]
         for prediction in predictor.predict(images):
             for name, decision in (*prediction.models.items(), *prediction.ensembles.items()):
                 probabilities[name].append(decision.probabilities)
@@ -90,6 +103,7 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
         uncertain={name: np.asarray(flags) for name, flags in uncertain.items()},
         decided_by=decided_by,
         out_of_distribution=np.asarray(flagged, dtype=bool),
+        stored_sides=np.asarray(sides, dtype=np.int64),
     )
 
 
@@ -103,6 +117,66 @@ def _abstention(predictions: Predictions, name: str) -> dict[str, Any]:
         "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
         "accuracy_abstained": float(correct[flags].mean()) if flags.any() else None,
     }
+
+
+def by_stored_size(predictions: Predictions, classes: Sequence[str]) -> dict[str, Any]:
+    """Each predictor's recall per class in a scope's small and large stored images.
+
+    Returns:
+        Group name (`< 384 px`, `>= 384 px`, by the longest stored side) → images per class and
+        recall per predictor and class (None for a class with no image there); empty unless both
+        groups have images, since there is then nothing to compare.
+    """
+    known = predictions.stored_sides > 0
+    small = known & (predictions.stored_sides < STORED_SIZE_SPLIT_PX)
+    groups = {
+        f"< {STORED_SIZE_SPLIT_PX} px": small,
+        f">= {STORED_SIZE_SPLIT_PX} px": known & ~small,
+    }
+    if not all(mask.any() for mask in groups.values()):
+        return {}
+    result: dict[str, Any] = {}
+    for group, mask in groups.items():
+        part = predictions.subset(mask)
+        counts = {label: int((part.labels == c).sum()) for c, label in enumerate(classes)}
+        recall: dict[str, dict[str, float | None]] = {}
+        for name, probs in part.probabilities.items():
+            predicted = probs.argmax(axis=1)
+            recall[name] = {
+                label: float((predicted[part.labels == c] == c).mean()) if counts[label] else None
+                for c, label in enumerate(classes)
+            }
+        result[group] = {"images": counts, "recall": recall}
+    return result
+
+
+def stored_size_lines(groups: dict[str, Any], classes: Sequence[str]) -> list[str]:
+    """`by_stored_size`'s result as a Markdown table and the largest gap in it (no lines if empty).
+
+    A row per class and size group, for the classes present in both groups; the gap is among the
+    classes with at least `STORED_SIZE_MIN_IMAGES` images in each group.
+    """
+    if not groups:
+        return []
+    names = list(next(iter(groups.values()))["recall"])
+    shared = [c for c in classes if all(group["images"][c] for group in groups.values())]
+    lines = [
+        "| class | stored size | images | " + " | ".join(f"recall `{n}`" for n in names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    gaps: list[tuple[float, str, str]] = []
+    for label in shared:
+        for group, entry in groups.items():
+            cells = " | ".join(_fmt(entry["recall"][n][label]) for n in names)
+            lines.append(f"| {label} | {group} | {entry['images'][label]} | {cells} |")
+        if all(group["images"][label] >= STORED_SIZE_MIN_IMAGES for group in groups.values()):
+            for name in names:
+                small, large = (group["recall"][name][label] for group in groups.values())
+                gaps.append((abs(small - large), label, name))
+    if gaps:
+        gap, label, name = max(gaps)
+        lines += ["", f"Largest recall gap between the two sizes: {gap:.2f} (`{name}`, {label})."]
+    return lines
 
 
 def score(predictions: Predictions, classes: Sequence[str]) -> dict[str, Any]:
@@ -125,6 +199,7 @@ def score(predictions: Predictions, classes: Sequence[str]) -> dict[str, Any]:
             entry[name] = metrics
         decided = {name: part.decided_by.count(name) for name in sorted(set(part.decided_by))}
         entry["confidence_decided_by"] = decided
+        entry["by_stored_size"] = by_stored_size(part, classes)
         entry["input_check"] = {
             "images": len(part.labels),
             "flagged_out_of_distribution": float(part.out_of_distribution.mean())
@@ -269,6 +344,9 @@ def _markdown(
             )
             lines.append(f"| {name} | {a['abstain_rate']:.1%} | {accuracies} |")
         flagged = entry["input_check"]["flagged_out_of_distribution"]
+        if entry["by_stored_size"]:
+            lines += ["", "By stored image size (longest side):", ""]
+            lines += stored_size_lines(entry["by_stored_size"], classes)
         lines += ["", f"Cascade decided by: {entry['confidence_decided_by']}", ""]
         lines += [f"Flagged out of distribution by the input check: {flagged:.1%}", ""]
         lines += [f"![{plot}]({plot})" for plot in plots if plot.endswith(f"-{scope}.png")]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from training.calibration import MEMBER_CONFIDENCE
-from training.evaluate import UNWEIGHTED_MEAN
+from training.evaluate import UNWEIGHTED_MEAN, stored_size_lines
 from xray.contract.ensembles import ENSEMBLES
 from xray.contract.manifest import Manifest, ModelEntry, load_manifest
 
@@ -616,6 +616,33 @@ def _comparison_section(report_dir: Path) -> list[str]:
     ]
 
 
+def _stored_size_section(report_dir: Path, classes: Sequence[str]) -> list[str]:
+    """Per source, recall in the images stored small and large: a check for archive shortcuts."""
+    import json
+
+    path = report_dir / "report.json"
+    if not path.is_file():
+        return []
+    metrics = json.loads(path.read_text())["metrics"]
+    lines: list[str] = []
+    for scope, entry in metrics.items():
+        if scope != "pooled" and entry.get("by_stored_size"):
+            lines += [f"**{scope}**", "", *stored_size_lines(entry["by_stored_size"], classes), ""]
+    if not lines:
+        return []
+    return [
+        "## A shortcut check: images stored small and large",
+        "",
+        "Within one source, images stored at different sizes usually come from different archives",
+        "(sites, scanners, processing). Where a class is found far more often in one size than in",
+        "the other, the models recognise that archive's look as much as the disease, and the",
+        "source's pooled figures overstate what they know. Test split, served models, by the",
+        "longest side of the image as stored:",
+        "",
+        *lines,
+    ]
+
+
 def write_model_card(models_dir: Path, report_dir: Path) -> Path:
     """Write `models_dir/README.md` and copy the report's plots to `models_dir/report/`.
 
@@ -656,6 +683,7 @@ def write_model_card(models_dir: Path, report_dir: Path) -> Path:
         *_training_section(manifest),
         *_metrics_section(manifest),
         *_comparison_section(report_dir),
+        *_stored_size_section(report_dir, manifest.classes),
         *_ensembles_section(manifest),
         *_input_check_section(manifest),
         *_calibration_section(manifest),

@@ -1,4 +1,4 @@
-"""The model card's before/after table: the replaced bundle against the new one, on the same images."""
+"""The model card's sections read from the test report: before/after, and the stored-size check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from training.model_card import BASELINE_DIR, _comparison_section
+from training.model_card import BASELINE_DIR, _comparison_section, _stored_size_section
 
 
 def _metrics(score: float) -> dict[str, Any]:
@@ -51,3 +51,29 @@ def test_before_and_after_says_whether_the_old_bundle_saw_these_images(
 def test_without_a_baseline_there_is_no_section(tmp_path: Path) -> None:
     _report(tmp_path, 0.8, {"scratch": "3.0.0"}, {"scratch": "same-images"})
     assert _comparison_section(tmp_path) == []
+
+
+def test_the_stored_size_check_lists_the_sources_that_mix_sizes(tmp_path: Path) -> None:
+    def group(tb: int, recall: float) -> dict[str, Any]:
+        return {
+            "images": {"normal": 20, "pneumonia": 0, "tuberculosis": tb},
+            "recall": {"scratch": {"normal": 0.9, "pneumonia": None, "tuberculosis": recall}},
+        }
+
+    metrics = {
+        "pooled": {"by_stored_size": {"< 384 px": group(30, 0.9), ">= 384 px": group(40, 0.3)}},
+        "kaggle-mix": {"by_stored_size": {"< 384 px": group(30, 0.9), ">= 384 px": group(40, 0.3)}},
+        "nih-cxr14": {"by_stored_size": {}},
+    }
+    (tmp_path / "report.json").write_text(json.dumps({"metrics": metrics, "context": {}}))
+    text = "\n".join(_stored_size_section(tmp_path, ["normal", "pneumonia", "tuberculosis"]))
+    assert "**kaggle-mix**" in text
+    assert "nih-cxr14" not in text
+    assert "**pooled**" not in text  # sizes there mostly tell sources apart
+    assert "| tuberculosis | >= 384 px | 40 | 0.300 |" in text
+    assert "pneumonia |" not in text  # in neither group
+    assert "Largest recall gap between the two sizes: 0.60 (`scratch`, tuberculosis)." in text
+
+
+def test_without_a_report_there_is_no_stored_size_check(tmp_path: Path) -> None:
+    assert _stored_size_section(tmp_path, ["normal"]) == []
