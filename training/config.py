@@ -71,6 +71,12 @@ class TrainConfig(BaseModel):
     )
     fine_tune_learning_rate_factor: float = Field(default=0.1, gt=0, le=1)
     class_weights: bool = True
+    balance_archives: bool = Field(
+        default=False,
+        description="with class weights: balance the classes within each archive (a source and "
+        "its images' stored-size group) before balancing them overall, so that an archive's look "
+        "predicts no class (`training.data.archive_balanced_weights`)",
+    )
     precision: Precision = Field(
         default="auto",
         description="`auto`: bfloat16 where the hardware computes it natively, else float32 "

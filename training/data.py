@@ -30,6 +30,13 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 SPLITS = ("train", "val", "test")
+#: A source's images split at this longest stored side into its small and large ones. A source
+#: whose images were stored at different sizes is often a mix of archives (sites, scanners,
+#: processing), and a model can learn an archive's look in place of its images' disease.
+STORED_SIZE_SPLIT_PX = 384
+#: The largest weight `archive_balanced_weights` gives an image over its archive's mean: a class
+#: with a handful of images in an archive must not be fitted image by image.
+MAX_ARCHIVE_WEIGHT = 4.0
 
 
 class DataError(ValueError):
@@ -201,3 +208,57 @@ def class_weights(labels: Iterable[int], num_classes: int) -> dict[int, float]:
     counts = Counter(labels)
     total = sum(counts.values())
     return {c: total / (num_classes * counts[c]) for c in range(num_classes) if counts[c]}
+
+
+def stored_side(path: Path) -> int:
+    """The longest side of an image file as stored, from its header; 0 where it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return max(image.size)
+    except (OSError, UnidentifiedImageError):  # a DICOM file, or not an image Pillow knows
+        return 0
+
+
+def size_group(side: int) -> str:
+    """The stored-size group of an image whose longest stored side is `side` (0: unknown)."""
+    if side <= 0:
+        return "unknown"
+    return f"< {STORED_SIZE_SPLIT_PX} px" if side < STORED_SIZE_SPLIT_PX else f">= {STORED_SIZE_SPLIT_PX} px"
+
+
+def archive_balanced_weights(
+    labels: np.ndarray, archives: Sequence[str], num_classes: int
+) -> tuple[np.ndarray, dict[str, dict[int, float]]]:
+    """Per-image loss weights under which no archive's look predicts a class.
+
+    Within each archive (a source and stored-size group), every class present weighs the same in
+    total (n_archive / (k_archive * n_archive,class), at most `MAX_ARCHIVE_WEIGHT`); then each
+    class is scaled so that all classes weigh the same over the whole set, as balanced class
+    weights do. An archive of one class cannot be balanced and keeps weight 1 before that scaling.
+
+    Args:
+        labels: (n,) class indices.
+        archives: (n,) the archive of each image.
+        num_classes: The number of classes.
+
+    Returns:
+        The weights (float32, mean 1), and archive → class → weight, for the record.
+    """
+    labels = np.asarray(labels)
+    keys = np.asarray(archives)
+    weights = np.ones(len(labels), dtype=np.float64)
+    for archive in np.unique(keys):
+        inside = keys == archive
+        counts = Counter(labels[inside].tolist())
+        for label, count in counts.items():
+            share = inside.sum() / (len(counts) * count)
+            weights[inside & (labels == label)] = min(share, MAX_ARCHIVE_WEIGHT)
+    present = [c for c in range(num_classes) if (labels == c).any()]
+    for c in present:
+        weights[labels == c] *= (len(labels) / len(present)) / weights[labels == c].sum()
+    table: dict[str, dict[int, float]] = defaultdict(dict)
+    for archive, label, weight in zip(keys.tolist(), labels.tolist(), weights.tolist(), strict=True):
+        table[archive][int(label)] = round(weight, 4)
+    return weights.astype(np.float32), dict(table)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.inference import Predictor
-from training.data import Record
+from training.data import Record, size_group
 from training.metrics import classification_metrics, pairwise_auc, reliability
 from xray.contract.ensembles import ENSEMBLES, mean_probabilities
 from xray.contract.preprocessing import decode_image
@@ -26,10 +26,6 @@ logger = logging.getLogger(__name__)
 POOLED = "pooled"
 #: Keys of a report scope that are not predictors.
 NOT_PREDICTORS = ("confidence_decided_by", "input_check", "by_stored_size")
-#: A source's images split at this longest stored side into its small and large ones. A source
-#: whose images were stored at different sizes is often a mix of archives; a class recognised far
-#: better in one size than the other is recognised partly by its archive's look, not its disease.
-STORED_SIZE_SPLIT_PX = 384
 #: Images of one class per size group below which recall is too noisy to compare.
 STORED_SIZE_MIN_IMAGES = 10
 #: With ensemble weights in the manifest, the unweighted mean is reported beside the served
@@ -127,17 +123,13 @@ def by_stored_size(predictions: Predictions, classes: Sequence[str]) -> dict[str
         recall per predictor and class (None for a class with no image there); empty unless both
         groups have images, since there is then nothing to compare.
     """
-    known = predictions.stored_sides > 0
-    small = known & (predictions.stored_sides < STORED_SIZE_SPLIT_PX)
-    groups = {
-        f"< {STORED_SIZE_SPLIT_PX} px": small,
-        f">= {STORED_SIZE_SPLIT_PX} px": known & ~small,
-    }
-    if not all(mask.any() for mask in groups.values()):
+    names = np.asarray([size_group(int(side)) for side in predictions.stored_sides])
+    groups = sorted(set(names.tolist()) - {"unknown"})
+    if len(groups) < 2:
         return {}
     result: dict[str, Any] = {}
-    for group, mask in groups.items():
-        part = predictions.subset(mask)
+    for group in groups:
+        part = predictions.subset(names == group)
         counts = {label: int((part.labels == c).sum()) for c, label in enumerate(classes)}
         recall: dict[str, dict[str, float | None]] = {}
         for name, probs in part.probabilities.items():

@@ -165,7 +165,12 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
         ("label smoothing", config.get("label_smoothing")),
         ("dropout before the head", config.get("dropout")),
         ("batch-norm momentum", config.get("bn_momentum")),
-        ("class weights", entry.training.get("class_weights") or config.get("class_weights")),
+        (
+            "class weights",
+            "balanced within each archive (source and stored size), then across classes"
+            if config.get("balance_archives")
+            else entry.training.get("class_weights") or config.get("class_weights"),
+        ),
         ("augmentation", augment or None),
         ("early-stopping patience (epochs)", config.get("patience")),
         ("seed", config.get("seed")),

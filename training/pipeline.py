@@ -38,7 +38,7 @@ class TrainingBatches:
             (a different few images each epoch).
         seed: The run's seed.
         augment: The augmentation, or None for plain batches.
-        class_weights: Class index → loss weight (given to every sample as its weight).
+        sample_weights: (n,) each image's loss weight (class weights); default: 1.
         workers: Threads building batches ahead of the model; default: one per usable CPU but
             one (the model's), at least 1 and at most 4.
         num_classes: The number of classes, for mixup's soft labels; default: the largest label + 1.
@@ -52,12 +52,14 @@ class TrainingBatches:
         batch_size: int,
         seed: int,
         augment: AugmentConfig | None = None,
-        class_weights: dict[int, float] | None = None,
+        sample_weights: np.ndarray | None = None,
         workers: int | None = None,
         num_classes: int | None = None,
     ) -> None:
         if len(images) != len(labels) or not len(labels):
             raise ValueError("images and labels must be non-empty and of one length")
+        if sample_weights is not None and len(sample_weights) != len(labels):
+            raise ValueError("sample_weights needs one weight per image")
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int32)
         self.batch_size = min(batch_size, len(labels))
@@ -65,8 +67,11 @@ class TrainingBatches:
         self.augment = augment
         self.num_classes = num_classes if num_classes is not None else int(self.labels.max()) + 1
         self.workers = max(1, workers if workers is not None else min(4, available_cpus() - 1))
-        weights = class_weights or {}
-        self.sample_weights = np.asarray([weights.get(int(c), 1.0) for c in self.labels], dtype=np.float32)
+        self.sample_weights = (
+            np.ones(len(self.labels), np.float32)
+            if sample_weights is None
+            else np.asarray(sample_weights, dtype=np.float32)
+        )
         self._lock = threading.Lock()
         self.build_seconds = 0.0  # CPU time spent building batches, for the pipeline's share
 

@@ -39,7 +39,7 @@ from service.core.cpu import available_cpus
 from training.architectures import build_model
 from training.architectures.common import BuiltModel
 from training.config import CLASSES, TrainConfig
-from training.data import Record, class_weights, labels_of
+from training.data import Record, archive_balanced_weights, class_weights, labels_of, size_group, stored_side
 from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
 from training.precision import choose_precision
@@ -49,12 +49,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Decoded images (uint8, (n, size, size)) and labels of the training and validation splits."""
+    """Decoded images (uint8, (n, size, size)) and labels of the training and validation splits.
+
+    `train_archives` names each training image's archive (source and stored-size group), for
+    `TrainConfig.balance_archives`; None where it is not known.
+    """
 
     train_images: np.ndarray
     train_labels: np.ndarray
     val_images: np.ndarray
     val_labels: np.ndarray
+    train_archives: np.ndarray | None = None
 
 
 def make_strategy() -> Any:
@@ -279,6 +284,26 @@ def predict_logits(model: keras.Model, images: np.ndarray, batch_size: int) -> n
     return np.concatenate([keras.ops.convert_to_numpy(o) for o in outputs])[:count].astype(np.float32)
 
 
+def archives_of(records: list[Record]) -> np.ndarray:
+    """Each record's archive: its source and the stored-size group of its file."""
+    return np.asarray([f"{r.source} {size_group(stored_side(r.path))}" for r in records])
+
+
+def _sample_weights(config: TrainConfig, data: TrainingData) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Each training image's loss weight, and what the summary records of them."""
+    if not config.class_weights:
+        return None, {"class_weights": {}}
+    if config.balance_archives:
+        if data.train_archives is None:
+            raise ValueError("balance_archives needs each training image's archive (train_archives)")
+        weights, table = archive_balanced_weights(data.train_labels, data.train_archives, len(CLASSES))
+        named = {archive: {CLASSES[c]: w for c, w in sorted(row.items())} for archive, row in table.items()}
+        return weights, {"class_weights": {}, "archive_weights": named}
+    per_class = class_weights(data.train_labels.tolist(), len(CLASSES))
+    weights = np.asarray([per_class[int(c)] for c in data.train_labels], dtype=np.float32)
+    return weights, {"class_weights": {CLASSES[k]: round(v, 4) for k, v in per_class.items()}}
+
+
 def _build_from_table(config: TrainConfig) -> BuiltModel:
     return build_model(
         config.arch,
@@ -373,6 +398,7 @@ def train(
         labels_of(train_records),
         np.asarray(load_images(val_records, config.size, cache_dir)),
         labels_of(val_records),
+        train_archives=archives_of(train_records) if config.balance_archives else None,
     )
     return fit_network(config, data, run_dir, resume=resume, strategy=strategy, build=build)
 
@@ -410,7 +436,7 @@ def fit_network(
     keras.mixed_precision.set_global_policy(precision.policy)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
-    weights = class_weights(data.train_labels.tolist(), len(CLASSES)) if config.class_weights else None
+    weights, weights_record = _sample_weights(config, data)
     cpus = available_cpus()
     batches = TrainingBatches(
         data.train_images,
@@ -418,7 +444,7 @@ def fit_network(
         batch_size=config.batch_size,
         seed=config.seed,
         augment=config.augment,
-        class_weights=weights,
+        sample_weights=weights,
         workers=workers,
         num_classes=len(CLASSES),
     )
@@ -499,7 +525,7 @@ def fit_network(
         "input_pipeline_share": round(batches.build_seconds / (seconds * cpus), 4) if seconds else 0.0,
         "train_images": len(data.train_labels),
         "val_images": len(data.val_labels),
-        "class_weights": {CLASSES[k]: round(v, 4) for k, v in (weights or {}).items()},
+        **weights_record,
         "precision": precision.precision,
         "precision_reason": precision.reason,
         "keras_backend": keras.backend.backend(),

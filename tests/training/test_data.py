@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.factories import gradient, png_bytes
 from tests.training.conftest import write_labelled_images
 from training.config import SplitConfig
-from training.data import DataError, Record, Split, class_weights, read_dataset, split_by_group
+from training.data import (
+    MAX_ARCHIVE_WEIGHT,
+    DataError,
+    Record,
+    Split,
+    archive_balanced_weights,
+    class_weights,
+    read_dataset,
+    size_group,
+    split_by_group,
+    stored_side,
+)
 
 
 def records(groups: int, per_group: int = 1) -> list[Record]:
@@ -98,3 +110,42 @@ def test_unknown_label_and_missing_files_are_reported(tmp_path: Path) -> None:
 
 def test_balanced_class_weights() -> None:
     assert class_weights([0, 0, 0, 1], 3) == {0: 4 / 9, 1: 4 / 3}
+
+
+def test_stored_side_is_read_from_the_header_and_grouped(tmp_path: Path) -> None:
+    (tmp_path / "wide.png").write_bytes(png_bytes(gradient(height=200, width=500)))
+    (tmp_path / "note.dcm").write_bytes(b"not an image Pillow reads")
+    assert stored_side(tmp_path / "wide.png") == 500
+    assert stored_side(tmp_path / "note.dcm") == 0
+    assert [size_group(side) for side in (256, 383, 384, 512, 0)] == [
+        "< 384 px", "< 384 px", ">= 384 px", ">= 384 px", "unknown",
+    ]  # fmt: skip
+
+
+def test_archive_balanced_weights_take_the_class_out_of_the_archive() -> None:
+    # Archive "a": 10 normal, 30 tuberculosis; "b": 30 normal, 10 tuberculosis, 20 pneumonia;
+    # "c": tuberculosis only. Unweighted, "a" says tuberculosis and "b" says normal.
+    labels = np.array([0] * 10 + [2] * 30 + [0] * 30 + [2] * 10 + [1] * 20 + [2] * 20)
+    archives = np.asarray(["a"] * 40 + ["b"] * 60 + ["c"] * 20)
+    weights, table = archive_balanced_weights(labels, archives, 3)
+    assert weights.dtype == np.float32
+    assert weights.mean() == pytest.approx(1.0)
+
+    def total(archive: str, label: int) -> float:
+        return float(weights[(archives == archive) & (labels == label)].sum())
+
+    # Weighted, tuberculosis against normal is the same in both archives: the archive tells nothing.
+    assert total("a", 2) / total("a", 0) == pytest.approx(total("b", 2) / total("b", 0), rel=1e-5)
+    # Overall, every class weighs the same, as with balanced class weights.
+    totals = [weights[labels == c].sum() for c in range(3)]
+    assert totals == pytest.approx([totals[0]] * 3, rel=1e-5)
+    assert table["a"][0] == pytest.approx(float(weights[0]), abs=1e-4)
+    assert set(table["c"]) == {2}
+
+
+def test_archive_weights_are_capped_for_a_handful_of_images() -> None:
+    # Two normal images among 98 tuberculosis ones: balancing them fully would weigh each 25×.
+    labels = np.array([0] * 2 + [2] * 98 + [0] * 100 + [2] * 100)
+    archives = ["small"] * 100 + ["large"] * 200
+    weights, _ = archive_balanced_weights(labels, archives, 3)
+    assert weights[0] / weights[100] == pytest.approx(MAX_ARCHIVE_WEIGHT)  # against a normal of "large"

@@ -76,18 +76,21 @@ def test_a_stream_resumed_at_an_epoch_sees_what_an_uninterrupted_one_saw() -> No
         assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
 
 
-def test_class_weights_become_sample_weights() -> None:
+def test_each_image_carries_its_weight() -> None:
     labels = np.array([0, 0, 0, 1, 2, 2])
-    batches = TrainingBatches(
-        _images(6), labels, batch_size=6, seed=0, class_weights={0: 0.5, 1: 2.0, 2: 1.0}
-    )
-    _, y, w = batches.batch(0, 0)
-    assert np.allclose(w, np.array([0.5, 2.0, 1.0])[y])
+    weights = np.array([0.5, 0.6, 0.7, 2.0, 1.0, 1.1])
+    batches = TrainingBatches(_images(6), labels, batch_size=3, seed=0, sample_weights=weights)
+    for step in range(2):
+        _, _, w = batches.batch(0, step)
+        assert np.allclose(w, weights[batches.indices(0, step)])
+    assert np.all(TrainingBatches(_images(6), labels, batch_size=3, seed=0).batch(0, 0)[2] == 1.0)
 
 
 def test_mismatched_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="one length"):
         TrainingBatches(_images(3), np.arange(2), batch_size=2, seed=0)
+    with pytest.raises(ValueError, match="one weight per image"):
+        TrainingBatches(_images(3), np.arange(3), batch_size=2, seed=0, sample_weights=np.ones(2))
 
 
 def test_mixup_blends_images_labels_and_weights_with_one_lambda() -> None:

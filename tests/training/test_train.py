@@ -192,3 +192,17 @@ def test_a_mixup_run_learns_from_class_probabilities_and_resumes(tmp_path: Path)
     assert result.epochs_run == 1
     assert [row["epoch"] for row in history] == [0, 1]
     assert all(np.isfinite(row["loss"]) for row in history)
+
+
+def test_archive_balanced_weights_reach_the_run_and_its_summary(tmp_path: Path) -> None:
+    records = read_dataset(write_labelled_images(tmp_path / "data", per_class=4))
+    config = TrainConfig(
+        arch="scratch", image_size=32, epochs=1, batch_size=4, precision="float32", balance_archives=True
+    )
+    train(config, records, records[:3], tmp_path / "run", tmp_path / "cache")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    # The synthetic images are 96 px: each source is one archive of small images.
+    assert set(summary["archive_weights"]) == {"site-a < 384 px", "site-b < 384 px"}
+    assert set(summary["archive_weights"]["site-a < 384 px"]) == {"normal", "pneumonia", "tuberculosis"}
+    with pytest.raises(ValueError, match="archive"):
+        fit_network(config, _tiny_data(), tmp_path / "without", workers=1)  # no archives given
