@@ -87,7 +87,8 @@ LIMITATIONS = """\
   figures are far from those of ImageNet-pretrained networks trained on tens of thousands of images.
 - **Shortcut learning.** `kaggle-mix` pneumonia can be recognised from the patient's age, and
   `tbx11k` and `ieee8023` from their source's look; the pooled, `tbx11k` and `ieee8023` numbers
-  overstate what the models know about disease. Read the `nih-cxr14` column.
+  overstate what the models know about disease. Read the `nih-cxr14` column. Within a source, an
+  archive's look can stand in for a class as well: the shortcut check above shows where.
 - **Labels.** NIH labels come from text mining of reports and are noisy; some test "errors" are
   label errors and some "correct" answers are wrong.
 - **Population.** Four public sources; no information on scanners, sites, ethnicity or sex.
