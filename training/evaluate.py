@@ -131,13 +131,10 @@ def by_stored_size(predictions: Predictions, classes: Sequence[str]) -> dict[str
     for group in groups:
         part = predictions.subset(names == group)
         counts = {label: int((part.labels == c).sum()) for c, label in enumerate(classes)}
-        recall: dict[str, dict[str, float | None]] = {}
+        recall: dict[str, dict[str, Any]] = {}
         for name, probs in part.probabilities.items():
-            predicted = probs.argmax(axis=1)
-            recall[name] = {
-                label: float((predicted[part.labels == c] == c).mean()) if counts[label] else None
-                for c, label in enumerate(classes)
-            }
+            per_class = classification_metrics(part.labels, probs, classes)["per_class"]
+            recall[name] = {label: per_class[label]["recall"] for label in classes}
         result[group] = {"images": counts, "recall": recall}
     return result
 
