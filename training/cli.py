@@ -178,6 +178,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_targets(args: argparse.Namespace) -> int:
+    _prepare(args)
+    from training.workflow import prepare_split, write_teacher_targets
+
+    split = prepare_split(args.data, args.runs, _split_config(args))
+    out = args.out or args.runs / f"teacher-{args.predictor}.csv"
+    write_teacher_targets(args.models_dir, split.train, args.data, out, predictor=args.predictor)
+    return 0
+
+
 def _common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--data", type=Path, required=True, help="folder with labels.csv, or class folders")
     sub.add_argument(
@@ -266,3 +276,15 @@ def register(commands: Any) -> None:
     )
     _common(check)
     check.set_defaults(handler=_input_check)
+
+    teacher = commands.add_parser(
+        "teacher-targets",
+        help="write a model's or an ensemble's answers on the training split, to distil from "
+        '(a recipe\'s "distill": {"targets": FILE})',
+    )
+    _common(teacher)
+    teacher.add_argument(
+        "--predictor", default="classic", help="a model's name or an ensemble's (default: classic)"
+    )
+    teacher.add_argument("--out", type=Path, help="the CSV to write (default: RUNS/teacher-PREDICTOR.csv)")
+    teacher.set_defaults(handler=_teacher_targets)

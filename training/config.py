@@ -38,6 +38,31 @@ class AugmentConfig(BaseModel):
     )
 
 
+class DistillConfig(BaseModel):
+    """Knowledge distillation: each training image's target blends its label with a teacher's answer.
+
+    The teacher is any model that gave class probabilities for the training images (a stronger
+    network, an ensemble, a pretrained model outside this package); its answers arrive as a file,
+    so the teacher never has to run inside training.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: str = Field(
+        description="CSV of the teacher's class probabilities: a `path` column (as in labels.csv, "
+        "relative to the data folder, or absolute) and one column per class"
+    )
+    weight: float = Field(
+        default=0.5, gt=0, le=1, description="the teacher's share of each target; the label has the rest"
+    )
+    temperature: float = Field(
+        default=1.0,
+        gt=0,
+        le=10,
+        description="softens (> 1) or sharpens (< 1) the teacher's probabilities: p^(1/T), renormalised",
+    )
+
+
 class TrainConfig(BaseModel):
     """One network's training run."""
 
@@ -94,6 +119,7 @@ class TrainConfig(BaseModel):
     )
     steps_per_epoch: int | None = Field(default=None, ge=1, description="cap, for quick runs")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    distill: DistillConfig | None = Field(default=None, description="a teacher to distil from; default: none")
 
     @model_validator(mode="before")
     @classmethod
@@ -125,6 +151,11 @@ class TrainConfig(BaseModel):
     def size(self) -> int:
         """The input side actually used."""
         return self.image_size or ARCHITECTURES[self.arch].default_size
+
+    @property
+    def soft_labels(self) -> bool:
+        """Whether training targets are class probabilities (mixup, distillation), not class indices."""
+        return self.augment.mixup > 0 or self.distill is not None
 
     @property
     def pretrained(self) -> bool:

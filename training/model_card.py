@@ -173,6 +173,7 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
             else entry.training.get("class_weights") or config.get("class_weights"),
         ),
         ("augmentation", augment or None),
+        ("distillation", _distillation(entry.training.get("distillation"))),
         ("early-stopping patience (epochs)", config.get("patience")),
         ("seed", config.get("seed")),
         ("best epoch", entry.training.get("best_epoch")),
@@ -184,6 +185,17 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
         ("software", f"Keras {entry.training.get('keras')} ({entry.training.get('keras_backend')})"),
         ("weights as trained → as exported", _compact_weights(entry.training.get("compact_weights"))),
     ]
+
+
+def _distillation(record: dict[str, Any] | None) -> str | None:
+    if not record:
+        return None
+    digest = str(record.get("sha256"))[:12]
+    return (
+        f"from a teacher's probabilities ({record.get('targets')}, sha256 {digest}…): "
+        f"weight {record.get('weight')}, temperature {record.get('temperature')}; its top class was the "
+        f"label on {_fmt(record.get('teacher_train_accuracy'))} of the training images"
+    )
 
 
 def _started_from(record: dict[str, Any] | None) -> str:

@@ -5,7 +5,8 @@ epoch's seeded permutation, its augmentation draws from a generator seeded the s
 resumed at epoch k sees exactly what an uninterrupted run saw from epoch k on. Batches are built
 in worker threads (Pillow and NumPy release the GIL) a few steps ahead of the model, and every
 epoch has the same number of full batches, so no backend compiles a second step for a short one.
-With mixup on, the labels are class probabilities (b, classes) instead of class indices.
+With soft targets (distillation) or mixup, the labels are class probabilities (b, classes) instead
+of class indices.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 class TrainingBatches:
     """(float32 images (b, h, w, 1) in [0, 255], labels, float32 sample weights) per step.
 
-    The labels are int32 class indices (b,), or float32 class probabilities (b, classes) when the
-    augmentation mixes images (`AugmentConfig.mixup`).
+    The labels are int32 class indices (b,), or float32 class probabilities (b, classes) when
+    `targets` are given or the augmentation mixes images (`AugmentConfig.mixup`).
 
     Args:
         images: (n, h, w) uint8, a memmap or an array.
@@ -42,6 +43,8 @@ class TrainingBatches:
         workers: Threads building batches ahead of the model; default: one per usable CPU but
             one (the model's), at least 1 and at most 4.
         num_classes: The number of classes, for mixup's soft labels; default: the largest label + 1.
+        targets: (n, classes) each image's class probabilities, served instead of its label
+            (distillation); default: none.
     """
 
     def __init__(
@@ -55,17 +58,21 @@ class TrainingBatches:
         sample_weights: np.ndarray | None = None,
         workers: int | None = None,
         num_classes: int | None = None,
+        targets: np.ndarray | None = None,
     ) -> None:
         if len(images) != len(labels) or not len(labels):
             raise ValueError("images and labels must be non-empty and of one length")
         if sample_weights is not None and len(sample_weights) != len(labels):
             raise ValueError("sample_weights needs one weight per image")
+        if targets is not None and (targets.ndim != 2 or len(targets) != len(labels)):
+            raise ValueError("targets needs one row of class probabilities per image")
         self.images = images
         self.labels = np.asarray(labels, dtype=np.int32)
         self.batch_size = min(batch_size, len(labels))
         self.seed = seed
         self.augment = augment
         self.num_classes = num_classes if num_classes is not None else int(self.labels.max()) + 1
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
         self.workers = max(1, workers if workers is not None else min(4, available_cpus() - 1))
         self.sample_weights = (
             np.ones(len(self.labels), np.float32)
@@ -92,11 +99,12 @@ class TrainingBatches:
         images = np.asarray(self.images[picks])
         if self.augment is not None:
             images = augment_batch(images, self.augment, np.random.default_rng([self.seed, epoch, step, 1]))
-        result: Batch = images.astype(np.float32)[..., None], self.labels[picks], self.sample_weights[picks]
+        labels = self.labels[picks] if self.targets is None else self.targets[picks]
+        result: Batch = images.astype(np.float32)[..., None], labels, self.sample_weights[picks]
         if self.augment is not None and self.augment.mixup > 0:
-            one_hot = np.eye(self.num_classes, dtype=np.float32)[result[1]]
+            soft = labels if self.targets is not None else np.eye(self.num_classes, dtype=np.float32)[labels]
             rng = np.random.default_rng([self.seed, epoch, step, 2])
-            result = mix_batch(result[0], one_hot, result[2], self.augment.mixup, rng)
+            result = mix_batch(result[0], soft, result[2], self.augment.mixup, rng)
         with self._lock:
             self.build_seconds += time.thread_time() - started
         return result

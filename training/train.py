@@ -40,6 +40,7 @@ from training.architectures import build_model
 from training.architectures.common import BuiltModel
 from training.config import CLASSES, TrainConfig
 from training.data import Record, archive_balanced_weights, class_weights, labels_of, size_group, stored_side
+from training.distill import distillation_targets
 from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
 from training.precision import choose_precision
@@ -52,7 +53,9 @@ class TrainingData:
     """Decoded images (uint8, (n, size, size)) and labels of the training and validation splits.
 
     `train_archives` names each training image's archive (source and stored-size group), for
-    `TrainConfig.balance_archives`; None where it is not known.
+    `TrainConfig.balance_archives`; None where it is not known. `train_targets` holds each
+    training image's class probabilities where a teacher distils into the run
+    (`TrainConfig.distill`), and `teacher` what the summary records of it.
     """
 
     train_images: np.ndarray
@@ -60,6 +63,8 @@ class TrainingData:
     val_images: np.ndarray
     val_labels: np.ndarray
     train_archives: np.ndarray | None = None
+    train_targets: np.ndarray | None = None
+    teacher: dict[str, Any] | None = None
 
 
 def make_strategy() -> Any:
@@ -289,6 +294,23 @@ def archives_of(records: list[Record]) -> np.ndarray:
     return np.asarray([f"{r.source} {size_group(stored_side(r.path))}" for r in records])
 
 
+def _teacher_targets(config: TrainConfig, records: list[Record]) -> dict[str, Any]:
+    """`TrainingData`'s distillation fields for `config` (none without a teacher)."""
+    if config.distill is None:
+        return {}
+    targets, teacher = distillation_targets(config.distill, records, CLASSES)
+    logger.info(
+        "%s distils from %s (weight %.2f, temperature %.2f; the teacher's top class is the label on "
+        "%.1f%% of the training images)",
+        config.arch,
+        teacher["targets"],
+        config.distill.weight,
+        config.distill.temperature,
+        100 * teacher["teacher_train_accuracy"],
+    )
+    return {"train_targets": targets, "teacher": teacher}
+
+
 def _sample_weights(config: TrainConfig, data: TrainingData) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Each training image's loss weight, and what the summary records of them."""
     if not config.class_weights:
@@ -323,7 +345,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
     )
     loss: keras.losses.Loss
-    if config.augment.mixup > 0:  # mixed batches carry class probabilities, not class indices
+    if config.soft_labels:  # the batches carry class probabilities, not class indices
         loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
     elif config.label_smoothing:
         loss = _SmoothedSparseCrossentropy(config.label_smoothing, len(CLASSES))
@@ -399,6 +421,7 @@ def train(
         np.asarray(load_images(val_records, config.size, cache_dir)),
         labels_of(val_records),
         train_archives=archives_of(train_records) if config.balance_archives else None,
+        **_teacher_targets(config, train_records),
     )
     return fit_network(config, data, run_dir, resume=resume, strategy=strategy, build=build)
 
@@ -437,6 +460,8 @@ def fit_network(
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
     weights, weights_record = _sample_weights(config, data)
+    if config.distill is not None and data.train_targets is None:
+        raise ValueError("distill needs each training image's teacher targets (train_targets)")
     cpus = available_cpus()
     batches = TrainingBatches(
         data.train_images,
@@ -447,6 +472,7 @@ def fit_network(
         sample_weights=weights,
         workers=workers,
         num_classes=len(CLASSES),
+        targets=data.train_targets if config.distill is not None else None,
     )
     steps = batches.steps_per_epoch
     if config.steps_per_epoch:
@@ -526,6 +552,7 @@ def fit_network(
         "train_images": len(data.train_labels),
         "val_images": len(data.val_labels),
         **weights_record,
+        **({"distillation": data.teacher} if config.distill is not None else {}),
         "precision": precision.precision,
         "precision_reason": precision.reason,
         "keras_backend": keras.backend.backend(),

@@ -355,6 +355,33 @@ def compare_quantized(
     return results
 
 
+def write_teacher_targets(
+    models_dir: Path, records: list[Record], data_root: Path, out: Path, *, predictor: str = "classic"
+) -> float:
+    """Write what the served `predictor` (a model or an ensemble) answers on `records`, for distillation.
+
+    The probabilities are the calibrated ones the service returns. Returns how often the
+    teacher's top class is the label on these images.
+    """
+    from training.distill import write_teacher_probabilities
+
+    served = load_predictor(Settings(models_dir=models_dir))
+    if predictor not in (*served.models, *ENSEMBLES):
+        raise ValueError(f"no predictor {predictor!r} in {models_dir}; one of {[*served.models, *ENSEMBLES]}")
+    predictions = predict_records(served, records)
+    probabilities = predictions.probabilities[predictor]
+    write_teacher_probabilities(out, records, probabilities, data_root, CLASSES)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == predictions.labels))
+    logger.info(
+        "%s's answers on %d images written to %s (top class = label: %.3f)",
+        predictor,
+        len(records),
+        out,
+        accuracy,
+    )
+    return accuracy
+
+
 def evaluate_models(
     models_dir: Path,
     records: list[Record],

@@ -1,4 +1,4 @@
-"""The model card's sections read from the test report: before/after, and the stored-size check."""
+"""The model card: before/after and the stored-size check from the test report, and the recipe's rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from training.model_card import BASELINE_DIR, _comparison_section, _stored_size_section
+from training.model_card import BASELINE_DIR, _comparison_section, _distillation, _stored_size_section
 
 
 def _metrics(score: float) -> dict[str, Any]:
@@ -77,3 +77,18 @@ def test_the_stored_size_check_lists_the_sources_that_mix_sizes(tmp_path: Path) 
 
 def test_without_a_report_there_is_no_stored_size_check(tmp_path: Path) -> None:
     assert _stored_size_section(tmp_path, ["normal"]) == []
+
+
+def test_the_recipe_names_the_teacher_a_model_distilled_from() -> None:
+    record = {
+        "targets": "teacher.csv",
+        "sha256": "ab" * 32,
+        "weight": 0.5,
+        "temperature": 2.0,
+        "teacher_train_accuracy": 0.9374,
+    }
+    assert _distillation(record) == (
+        "from a teacher's probabilities (teacher.csv, sha256 abababababab…): weight 0.5, temperature 2.0; "
+        "its top class was the label on 0.937 of the training images"
+    )
+    assert _distillation(None) is None  # the row reads "–" for models trained on labels alone

@@ -135,3 +135,19 @@ def test_mixed_batches_carry_class_probabilities_and_stay_reproducible() -> None
     assert all(np.array_equal(a, b) for a, b in zip((x, y, w), batches.batch(1, 2), strict=True))
     plain = TrainingBatches(_images(), labels, batch_size=6, seed=7, augment=AugmentConfig())
     assert plain.batch(1, 2)[1].dtype == np.int32  # off by default: class indices, as before
+
+
+def test_soft_targets_are_served_instead_of_labels_and_mixup_blends_them() -> None:
+    labels = np.arange(20) % 3
+    targets = np.random.default_rng(0).dirichlet(np.ones(3), size=20).astype(np.float32)
+    plain = TrainingBatches(_images(), labels, batch_size=6, seed=7, augment=AugmentConfig(), targets=targets)
+    x, y, w = plain.batch(1, 2)
+    np.testing.assert_array_equal(y, targets[plain.indices(1, 2)])
+    mixed = TrainingBatches(
+        _images(), labels, batch_size=6, seed=7, augment=AugmentConfig(mixup=0.4), targets=targets
+    )
+    # Mixup blends the teacher's targets, with the λ and partners it would draw for class labels.
+    expected = mix_batch(x, y, w, 0.4, np.random.default_rng([7, 1, 2, 2]))
+    assert all(np.allclose(a, b) for a, b in zip(mixed.batch(1, 2), expected, strict=True))
+    with pytest.raises(ValueError, match="one row of class probabilities per image"):
+        TrainingBatches(_images(), labels, batch_size=6, seed=7, targets=targets[:5])

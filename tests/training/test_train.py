@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 from tests.training.conftest import synthetic_image, write_labelled_images
 from training.architectures import build_model
-from training.config import AugmentConfig, SplitConfig, TrainConfig
+from training.config import AugmentConfig, DistillConfig, SplitConfig, TrainConfig
 from training.data import read_dataset, split_by_group
 from training.fused_batchnorm import fuse_batch_norms
 from training.train import (
@@ -206,3 +207,28 @@ def test_archive_balanced_weights_reach_the_run_and_its_summary(tmp_path: Path) 
     assert set(summary["archive_weights"]["site-a < 384 px"]) == {"normal", "pneumonia", "tuberculosis"}
     with pytest.raises(ValueError, match="archive"):
         fit_network(config, _tiny_data(), tmp_path / "without", workers=1)  # no archives given
+
+
+def test_a_distilled_run_learns_from_the_teachers_targets_and_records_the_teacher(tmp_path: Path) -> None:
+    root = write_labelled_images(tmp_path / "data", per_class=4)
+    records = read_dataset(root)
+    teacher = tmp_path / "teacher.csv"
+    with teacher.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "normal", "pneumonia", "tuberculosis"])
+        writer.writerows([r.path.relative_to(root).as_posix(), 0.2, 0.3, 0.5] for r in records)
+    config = TrainConfig(
+        arch="scratch", image_size=32, epochs=1, batch_size=4, precision="float32",
+        distill=DistillConfig(targets=str(teacher), weight=0.3, temperature=2.0),
+    )  # fmt: skip
+    train(config, records, records[:3], tmp_path / "run", tmp_path / "cache")
+    saved = keras.models.load_model(tmp_path / "run" / "last.keras", custom_objects=CUSTOM_OBJECTS)
+    assert isinstance(saved.loss, keras.losses.CategoricalCrossentropy)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["distillation"]["targets"] == "teacher.csv"
+    assert (summary["distillation"]["weight"], summary["distillation"]["temperature"]) == (0.3, 2.0)
+    assert summary["distillation"]["teacher_train_accuracy"] == pytest.approx(
+        1 / 3, abs=1e-4
+    )  # always "tuberculosis"
+    with pytest.raises(ValueError, match="teacher targets"):
+        fit_network(config, _tiny_data(), tmp_path / "without", workers=1)  # no targets given

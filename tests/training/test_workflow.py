@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -14,6 +15,8 @@ from service.core.config import Settings
 from tests.conftest import wait_ready
 from tests.factories import png_bytes
 from tests.training.conftest import TINY_SIZES, synthetic_image
+from training.data import Split
+from training.distill import read_teacher_probabilities
 from training.evaluate import UNWEIGHTED_MEAN
 from training.input_check import DEFAULT_PASS_RATE
 from xray.cli import main
@@ -178,3 +181,17 @@ def test_the_log_names_the_devices_once_without_native_noise(trained: dict[str, 
 
 def test_models_go_beside_the_run_by_default_not_over_the_bundle(trained: dict[str, Path]) -> None:
     assert (trained["runs"] / "models" / "manifest.json").is_file()
+
+
+def test_an_ensembles_answers_on_the_training_split_become_a_teacher_file(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "teacher.csv"
+    args = ["teacher-targets", "--data", str(trained["data"]), "--runs", str(trained["runs"])]
+    assert main([*args, "--out", str(out)]) == 0
+    train_records = Split.load(trained["runs"] / "split.json").train
+    teacher = read_teacher_probabilities(out, train_records)  # one row per training image, in any order
+    assert teacher.shape == (len(train_records), 3)
+    np.testing.assert_allclose(teacher.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="no predictor 'nonesuch'"):
+        main([*args, "--out", str(out), "--predictor", "nonesuch"])
