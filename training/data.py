@@ -228,6 +228,11 @@ def size_group(side: int) -> str:
     return f"< {STORED_SIZE_SPLIT_PX} px" if side < STORED_SIZE_SPLIT_PX else f">= {STORED_SIZE_SPLIT_PX} px"
 
 
+def archives_of(records: Sequence[Record]) -> np.ndarray:
+    """Each record's archive: its source and the stored-size group of its file."""
+    return np.asarray([f"{r.source} {size_group(stored_side(r.path))}" for r in records])
+
+
 def archive_balanced_weights(
     labels: np.ndarray, archives: Sequence[str], num_classes: int
 ) -> tuple[np.ndarray, dict[str, dict[int, float]]]:

@@ -39,7 +39,7 @@ from service.core.cpu import available_cpus
 from training.architectures import build_model
 from training.architectures.common import BuiltModel
 from training.config import CLASSES, TrainConfig
-from training.data import Record, archive_balanced_weights, class_weights, labels_of, size_group, stored_side
+from training.data import Record, archive_balanced_weights, archives_of, class_weights, labels_of
 from training.distill import distillation_targets
 from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
@@ -287,11 +287,6 @@ def predict_logits(model: keras.Model, images: np.ndarray, batch_size: int) -> n
             batch = np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
         outputs.append(model.predict_on_batch(batch.astype(np.float32)[..., None]))
     return np.concatenate([keras.ops.convert_to_numpy(o) for o in outputs])[:count].astype(np.float32)
-
-
-def archives_of(records: list[Record]) -> np.ndarray:
-    """Each record's archive: its source and the stored-size group of its file."""
-    return np.asarray([f"{r.source} {size_group(stored_side(r.path))}" for r in records])
 
 
 def _teacher_targets(config: TrainConfig, records: list[Record]) -> dict[str, Any]:

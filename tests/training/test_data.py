@@ -16,6 +16,7 @@ from training.data import (
     Record,
     Split,
     archive_balanced_weights,
+    archives_of,
     class_weights,
     read_dataset,
     size_group,
@@ -112,7 +113,7 @@ def test_balanced_class_weights() -> None:
     assert class_weights([0, 0, 0, 1], 3) == {0: 4 / 9, 1: 4 / 3}
 
 
-def test_stored_side_is_read_from_the_header_and_grouped(tmp_path: Path) -> None:
+def test_stored_side_is_read_from_the_header_and_grouped_into_archives(tmp_path: Path) -> None:
     (tmp_path / "wide.png").write_bytes(png_bytes(gradient(height=200, width=500)))
     (tmp_path / "note.dcm").write_bytes(b"not an image Pillow reads")
     assert stored_side(tmp_path / "wide.png") == 500
@@ -120,6 +121,11 @@ def test_stored_side_is_read_from_the_header_and_grouped(tmp_path: Path) -> None
     assert [size_group(side) for side in (256, 383, 384, 512, 0)] == [
         "< 384 px", "< 384 px", ">= 384 px", ">= 384 px", "unknown",
     ]  # fmt: skip
+    records = [
+        Record(tmp_path / "wide.png", "normal", "g1", "site-a"),
+        Record(tmp_path / "note.dcm", "normal", "g2", "site-b"),
+    ]
+    assert archives_of(records).tolist() == ["site-a >= 384 px", "site-b unknown"]
 
 
 def test_archive_balanced_weights_take_the_class_out_of_the_archive() -> None:
