@@ -89,15 +89,20 @@ def write_teacher_probabilities(
         path: The CSV to write.
         records: The images, in the order of `probabilities`' rows.
         probabilities: The teacher's class probabilities.
-        root: The data folder: paths are written relative to it, as in labels.csv.
+        root: The data folder: paths under it are written relative to it, as in labels.csv;
+            others absolute.
         classes: The class names, in the order of `probabilities`' columns.
     """
+    base = root.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", *classes])
         for record, row in zip(records, probabilities, strict=True):
-            writer.writerow([record.path.relative_to(root).as_posix(), *(f"{value:.6f}" for value in row)])
+            # A split saved by one command names its files as that command's --data spelt them.
+            image = record.path.resolve()
+            name = image.relative_to(base) if image.is_relative_to(base) else image
+            writer.writerow([name.as_posix(), *(f"{value:.6f}" for value in row)])
 
 
 def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:

@@ -35,6 +35,7 @@ from training.calibration import (
 )
 from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, records_fingerprint, split_by_group
+from training.distill import write_teacher_probabilities
 from training.evaluate import POOLED, UNWEIGHTED_MEAN, predict_records, write_report
 from training.export import export_run, load_run_config, served_model
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
@@ -363,8 +364,6 @@ def write_teacher_targets(
     The probabilities are the calibrated ones the service returns. Returns how often the
     teacher's top class is the label on these images.
     """
-    from training.distill import write_teacher_probabilities
-
     served = load_predictor(Settings(models_dir=models_dir))
     if predictor not in (*served.models, *ENSEMBLES):
         raise ValueError(f"no predictor {predictor!r} in {models_dir}; one of {[*served.models, *ENSEMBLES]}")

@@ -118,3 +118,19 @@ def test_a_written_teacher_file_reads_back_row_for_row(tmp_path: Path) -> None:
     write_teacher_probabilities(path, records, probabilities, tmp_path / "data")
     assert path.read_text().splitlines()[1].startswith("images/normal-0.png,")  # relative, as in labels.csv
     np.testing.assert_allclose(read_teacher_probabilities(path, records), probabilities, atol=2e-6)
+
+
+def test_a_root_spelt_another_way_still_gives_relative_paths_and_outsiders_stay_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = _records(tmp_path / "data")
+    outsider = Record(tmp_path / "elsewhere" / "x.png", "normal", "g9")
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")  # the records say /…/data/images/…, the root "../data"
+    path = tmp_path / "teacher.csv"
+    probabilities = np.full((5, 3), 1 / 3)
+    write_teacher_probabilities(path, [*records, outsider], probabilities, Path("../data"))
+    names = [line.split(",")[0] for line in path.read_text().splitlines()[1:]]
+    assert names[0] == "images/normal-0.png"
+    assert names[-1] == (tmp_path / "elsewhere" / "x.png").resolve().as_posix()
+    assert read_teacher_probabilities(path, [*records, outsider]).shape == (5, 3)
