@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 from pathlib import Path
@@ -16,6 +15,7 @@ from tests.training.conftest import synthetic_image, write_labelled_images
 from training.architectures import build_model
 from training.config import AugmentConfig, DistillConfig, SplitConfig, TrainConfig
 from training.data import read_dataset, split_by_group
+from training.distill import write_teacher_probabilities
 from training.fused_batchnorm import fuse_batch_norms
 from training.train import (
     CUSTOM_OBJECTS,
@@ -213,10 +213,8 @@ def test_a_distilled_run_learns_from_the_teachers_targets_and_records_the_teache
     root = write_labelled_images(tmp_path / "data", per_class=4)
     records = read_dataset(root)
     teacher = tmp_path / "teacher.csv"
-    with teacher.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "normal", "pneumonia", "tuberculosis"])
-        writer.writerows([r.path.relative_to(root).as_posix(), 0.2, 0.3, 0.5] for r in records)
+    # A teacher that always answers "tuberculosis" first: its top class is the label on a third.
+    write_teacher_probabilities(teacher, records, np.tile([0.2, 0.3, 0.5], (len(records), 1)), root)
     config = TrainConfig(
         arch="scratch", image_size=32, epochs=1, batch_size=4, precision="float32",
         distill=DistillConfig(targets=str(teacher), weight=0.3, temperature=2.0),
@@ -227,8 +225,6 @@ def test_a_distilled_run_learns_from_the_teachers_targets_and_records_the_teache
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["distillation"]["targets"] == "teacher.csv"
     assert (summary["distillation"]["weight"], summary["distillation"]["temperature"]) == (0.3, 2.0)
-    assert summary["distillation"]["teacher_train_accuracy"] == pytest.approx(
-        1 / 3, abs=1e-4
-    )  # always "tuberculosis"
+    assert summary["distillation"]["teacher_train_accuracy"] == pytest.approx(1 / 3, abs=1e-4)
     with pytest.raises(ValueError, match="teacher targets"):
         fit_network(config, _tiny_data(), tmp_path / "without", workers=1)  # no targets given
