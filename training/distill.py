@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,11 +36,22 @@ def read_teacher_probabilities(
     equals it. Each row is normalised to sum to 1.
 
     Raises:
-        DataError: The file lacks a column, holds a negative, non-finite or all-zero row, names
-            one image twice, or has no row for some record.
+        DataError: The file is not UTF-8, lacks a column, holds a negative, non-finite or all-zero
+            row, names one image twice, or has no row for some record.
     """
+    return _parse_teacher(path.read_bytes(), path, records, classes)
+
+
+def _parse_teacher(
+    content: bytes, path: Path, records: Sequence[Record], classes: Sequence[str]
+) -> np.ndarray:
+    """`read_teacher_probabilities` on the file's bytes, read once, so its checksum is theirs."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text: {error.reason} at byte {error.start}") from None
     rows: dict[tuple[str, ...], np.ndarray] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"path", *classes} - set(reader.fieldnames or [])
         if missing:
@@ -114,6 +126,15 @@ def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     return softened
 
 
+def top_class_agreement(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """How often a teacher's top class is the label (NaN for no images).
+
+    Near 1 on the teacher's own training images means it memorised them and adds little beyond
+    the labels.
+    """
+    return float(np.mean(probabilities.argmax(axis=1) == labels)) if len(labels) else math.nan
+
+
 def distillation_targets(
     config: DistillConfig, records: Sequence[Record], classes: Sequence[str] = CLASSES
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -125,18 +146,16 @@ def distillation_targets(
         classes: The class names, in the model's output order.
     """
     source = Path(config.targets)
-    teacher = read_teacher_probabilities(source, records, classes)
+    content = source.read_bytes()
+    teacher = _parse_teacher(content, source, records, classes)
     labels = labels_of(records, classes)
     one_hot = np.eye(len(classes), dtype=np.float32)[labels]
     targets = (1.0 - config.weight) * one_hot + config.weight * soften(teacher, config.temperature)
-    agreement = float(np.mean(teacher.argmax(axis=1) == labels)) if len(labels) else math.nan
     record = {
         "targets": source.name,
-        "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "sha256": hashlib.sha256(content).hexdigest(),
         "weight": config.weight,
         "temperature": config.temperature,
-        # How often the teacher's top class is the label on the images it teaches: near 1 means
-        # it memorised them and adds little beyond the labels.
-        "teacher_train_accuracy": round(agreement, 4),
+        "teacher_train_accuracy": round(top_class_agreement(teacher, labels), 4),
     }
     return targets.astype(np.float32), record

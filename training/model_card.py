@@ -8,6 +8,7 @@ like code.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Iterable, Sequence
@@ -578,14 +579,15 @@ def plot_validation_curves(
     plt.close(figure)
 
 
-def _comparison_section(report_dir: Path) -> list[str]:
-    """Before and after: the bundle this one replaces, evaluated on the same test images."""
-    import json
+def _read_report(path: Path) -> dict[str, Any] | None:
+    """An evaluation report (`report.json`), or None where there is none."""
+    return json.loads(path.read_text()) if path.is_file() else None
 
-    new_path, old_path = report_dir / "report.json", report_dir / BASELINE_DIR / "report.json"
-    if not (new_path.is_file() and old_path.is_file()):
+
+def _comparison_section(new: dict[str, Any] | None, old: dict[str, Any] | None) -> list[str]:
+    """Before and after: the bundle this one replaces (`old`), evaluated on the same test images."""
+    if new is None or old is None:
         return []
-    new, old = json.loads(new_path.read_text()), json.loads(old_path.read_text())
 
     def recall(metrics: dict[str, Any], label: str) -> Any:
         return metrics["per_class"][label]["recall"]
@@ -634,14 +636,11 @@ def _comparison_section(report_dir: Path) -> list[str]:
     ]
 
 
-def _stored_size_section(report_dir: Path, classes: Sequence[str]) -> list[str]:
+def _stored_size_section(report: dict[str, Any] | None, classes: Sequence[str]) -> list[str]:
     """Per source, recall in the images stored small and large: a check for archive shortcuts."""
-    import json
-
-    path = report_dir / "report.json"
-    if not path.is_file():
+    if report is None:
         return []
-    metrics = json.loads(path.read_text())["metrics"]
+    metrics = report["metrics"]
     lines: list[str] = []
     for scope, entry in metrics.items():
         if scope != "pooled" and entry.get("by_stored_size"):
@@ -692,6 +691,7 @@ def write_model_card(models_dir: Path, report_dir: Path) -> Path:
         plots / CURVES_PLOT,
         xlabel="training hours (wall clock, compilation included)",
     )
+    report = _read_report(report_dir / "report.json")
     lines = [
         "# Model card: chest X-ray triage (normal / pneumonia / tuberculosis)",
         "",
@@ -700,8 +700,8 @@ def write_model_card(models_dir: Path, report_dir: Path) -> Path:
         DATA,
         *_training_section(manifest),
         *_metrics_section(manifest),
-        *_comparison_section(report_dir),
-        *_stored_size_section(report_dir, manifest.classes),
+        *_comparison_section(report, _read_report(report_dir / BASELINE_DIR / "report.json")),
+        *_stored_size_section(report, manifest.classes),
         *_ensembles_section(manifest),
         *_input_check_section(manifest),
         *_calibration_section(manifest),

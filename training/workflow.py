@@ -35,7 +35,7 @@ from training.calibration import (
 )
 from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, records_fingerprint, split_by_group
-from training.distill import write_teacher_probabilities
+from training.distill import top_class_agreement, write_teacher_probabilities
 from training.evaluate import POOLED, UNWEIGHTED_MEAN, predict_records, write_report
 from training.export import export_run, load_run_config, served_model
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
@@ -370,7 +370,7 @@ def write_teacher_targets(
     predictions = predict_records(served, records)
     probabilities = predictions.probabilities[predictor]
     write_teacher_probabilities(out, records, probabilities, data_root, CLASSES)
-    accuracy = float(np.mean(probabilities.argmax(axis=1) == predictions.labels))
+    accuracy = top_class_agreement(probabilities, predictions.labels)
     logger.info(
         "%s's answers on %d images written to %s (top class = label: %.3f)",
         predictor,

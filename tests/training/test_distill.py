@@ -78,6 +78,13 @@ def test_a_bad_teacher_file_is_refused_with_the_reason(
         read_teacher_probabilities(_write(tmp_path / "t.csv", rows, header), _records(tmp_path / "data"))
 
 
+def test_a_teacher_file_that_is_not_text_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"path,normal,pneumonia,tuberculosis\n\xff\xfe,1,0,0\n")
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        read_teacher_probabilities(path, _records(tmp_path / "data"))
+
+
 def test_temperature_flattens_or_sharpens_and_one_changes_nothing() -> None:
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
     np.testing.assert_allclose(soften(p, 1.0), p, atol=1e-6)

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from training.model_card import BASELINE_DIR, _comparison_section, _distillation, _stored_size_section
+from training.model_card import (
+    BASELINE_DIR,
+    _comparison_section,
+    _distillation,
+    _read_report,
+    _stored_size_section,
+)
 
 
 def _metrics(score: float) -> dict[str, Any]:
@@ -16,9 +22,8 @@ def _metrics(score: float) -> dict[str, Any]:
     return {"macro_f1": score, "pneumonia_vs_normal_auc": score, "per_class": per_class}
 
 
-def _report(folder: Path, score: float, versions: dict[str, str], held_out: dict[str, str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {
+def _report(score: float, versions: dict[str, str], held_out: dict[str, str]) -> dict[str, Any]:
+    return {
         "metrics": {scope: {"scratch": _metrics(score)} for scope in ("pooled", "kaggle-mix")},
         "context": {
             "images": 12,
@@ -27,7 +32,6 @@ def _report(folder: Path, score: float, versions: dict[str, str], held_out: dict
             "models_split_fingerprints": held_out,
         },
     }
-    (folder / "report.json").write_text(json.dumps(document))
 
 
 @pytest.mark.parametrize(
@@ -38,9 +42,19 @@ def _report(folder: Path, score: float, versions: dict[str, str], held_out: dict
 def test_before_and_after_says_whether_the_old_bundle_saw_these_images(
     tmp_path: Path, old_split: str, fair: bool
 ) -> None:
-    _report(tmp_path, 0.8, {"scratch": "3.0.0"}, {"scratch": "same-images"})
-    _report(tmp_path / BASELINE_DIR, 0.7, {"scratch": "2.0.0"}, {"scratch": old_split})
-    text = "\n".join(_comparison_section(tmp_path))
+    # As the card finds them: this bundle's report, and the replaced bundle's beside it.
+    (tmp_path / BASELINE_DIR).mkdir()
+    (tmp_path / "report.json").write_text(
+        json.dumps(_report(0.8, {"scratch": "3.0.0"}, {"scratch": "same-images"}))
+    )
+    (tmp_path / BASELINE_DIR / "report.json").write_text(
+        json.dumps(_report(0.7, {"scratch": "2.0.0"}, {"scratch": old_split}))
+    )
+    text = "\n".join(
+        _comparison_section(
+            _read_report(tmp_path / "report.json"), _read_report(tmp_path / BASELINE_DIR / "report.json")
+        )
+    )
     assert "`scratch` 2.0.0" in text
     assert "| macro-F1, pooled | 0.700 → 0.800 |" in text
     assert "| F1 tuberculosis, kaggle-mix | 0.700 → 0.800 |" in text
@@ -49,11 +63,11 @@ def test_before_and_after_says_whether_the_old_bundle_saw_these_images(
 
 
 def test_without_a_baseline_there_is_no_section(tmp_path: Path) -> None:
-    _report(tmp_path, 0.8, {"scratch": "3.0.0"}, {"scratch": "same-images"})
-    assert _comparison_section(tmp_path) == []
+    assert _read_report(tmp_path / BASELINE_DIR / "report.json") is None
+    assert _comparison_section(_report(0.8, {"scratch": "3.0.0"}, {"scratch": "same-images"}), None) == []
 
 
-def test_the_stored_size_check_lists_the_sources_that_mix_sizes(tmp_path: Path) -> None:
+def test_the_stored_size_check_lists_the_sources_that_mix_sizes() -> None:
     def group(tb: int, recall: float) -> dict[str, Any]:
         return {
             "images": {"normal": 20, "pneumonia": 0, "tuberculosis": tb},
@@ -65,8 +79,9 @@ def test_the_stored_size_check_lists_the_sources_that_mix_sizes(tmp_path: Path) 
         "kaggle-mix": {"by_stored_size": {"< 384 px": group(30, 0.9), ">= 384 px": group(40, 0.3)}},
         "nih-cxr14": {"by_stored_size": {}},
     }
-    (tmp_path / "report.json").write_text(json.dumps({"metrics": metrics, "context": {}}))
-    text = "\n".join(_stored_size_section(tmp_path, ["normal", "pneumonia", "tuberculosis"]))
+    text = "\n".join(
+        _stored_size_section({"metrics": metrics, "context": {}}, ["normal", "pneumonia", "tuberculosis"])
+    )
     assert "**kaggle-mix**" in text
     assert "nih-cxr14" not in text
     assert "**pooled**" not in text  # sizes there mostly tell sources apart
@@ -75,8 +90,8 @@ def test_the_stored_size_check_lists_the_sources_that_mix_sizes(tmp_path: Path) 
     assert "Largest recall gap between the two sizes: 0.60 (`scratch`, tuberculosis)." in text
 
 
-def test_without_a_report_there_is_no_stored_size_check(tmp_path: Path) -> None:
-    assert _stored_size_section(tmp_path, ["normal"]) == []
+def test_without_a_report_there_is_no_stored_size_check() -> None:
+    assert _stored_size_section(None, ["normal"]) == []
 
 
 def test_the_recipe_names_the_teacher_a_model_distilled_from() -> None:
