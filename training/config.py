@@ -36,6 +36,14 @@ class AugmentConfig(BaseModel):
         description="mixup's Beta(α, α): each image is blended with another of its batch, and its "
         "label and loss weight with the other's; 0 (the default) = off",
     )
+    white_box: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="probability of pasting one solid white rectangle (10-35 % of the side wide, "
+        "4-15 % high) anywhere on an image, whatever its class: redactions and burned-in labels "
+        "look like this, and in kaggle-mix they mark tuberculosis images; 0 (the default) = off",
+    )
 
 
 class DistillConfig(BaseModel):

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from service.inference import Predictor
+from training.augment import paste_white_box
 from training.data import Record, size_group
 from training.metrics import classification_metrics, pairwise_auc, reliability
 from xray.contract.ensembles import ENSEMBLES, mean_probabilities
@@ -31,6 +32,8 @@ STORED_SIZE_MIN_IMAGES = 10
 #: With ensemble weights in the manifest, the unweighted mean is reported beside the served
 #: (weighted) `classic`, so that the card shows what the weights change.
 UNWEIGHTED_MEAN = "classic_unweighted"
+#: The white-box check's generator seed: every evaluation pastes the same boxes on the same images.
+WHITE_BOX_SEED = 0
 
 
 @dataclass
@@ -101,6 +104,78 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
         out_of_distribution=np.asarray(flagged, dtype=bool),
         stored_sides=np.asarray(sides, dtype=np.int64),
     )
+
+
+def white_box_check(
+    predictor: Predictor,
+    predictions: Predictions,
+    classes: Sequence[str],
+    *,
+    target: str = "tuberculosis",
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """How often each predictor calls an image `target`, without and with one white box pasted on it.
+
+    A shortcut check: white rectangles (redactions, burned-in labels) mark tuberculosis images in
+    kaggle-mix, and hospital images often carry them. On the images whose label is not `target`,
+    each decoded at its stored size, one box is pasted as training's `white_box` augmentation
+    pastes it (`WHITE_BOX_SEED`, so every evaluation uses the same boxes), and the served models
+    and ensembles run again.
+
+    Args:
+        predictor: The served models, as `predict_records` ran them.
+        predictions: Their answers on the plain images (the "without" column).
+        classes: The class names, in the models' output order.
+        target: The class a box should not call.
+        batch_size: Images per forward pass.
+
+    Returns:
+        `images` (how many were checked), `target`, `seed`, and per predictor the share called
+        `target` `without` and `with` the box.
+    """
+    index = classes.index(target)
+    chosen = [i for i, label in enumerate(predictions.labels) if label != index]
+    rng = np.random.default_rng(WHITE_BOX_SEED)
+    called: dict[str, list[bool]] = {
+        name: [] for name in predictions.probabilities if name != UNWEIGHTED_MEAN
+    }
+    for start in range(0, len(chosen), batch_size):
+        images = []
+        for i in chosen[start : start + batch_size]:
+            image = decode_image(predictions.records[i].path.read_bytes())
+            images.append(replace(image, pixels=paste_white_box(image.pixels, rng)))
+        for prediction in predictor.predict(images):
+            for name, decision in (*prediction.models.items(), *prediction.ensembles.items()):
+                called[name].append(int(np.argmax(decision.probabilities)) == index)
+    without = {
+        name: float(np.mean(predictions.probabilities[name][chosen].argmax(axis=1) == index))
+        if chosen
+        else None
+        for name in called
+    }
+    return {
+        "images": len(chosen),
+        "target": target,
+        "seed": WHITE_BOX_SEED,
+        "called": {
+            name: {"without": without[name], "with": float(np.mean(flags)) if flags else None}
+            for name, flags in called.items()
+        },
+    }
+
+
+def white_box_lines(check: dict[str, Any]) -> list[str]:
+    """`white_box_check`'s result as a Markdown table (no lines for no images)."""
+    if not check.get("images"):
+        return []
+    target = check["target"]
+    lines = [
+        f"| predictor | called {target}, no box | called {target}, one white box |",
+        "|---|---|---|",
+    ]
+    for name, shares in check["called"].items():
+        lines.append(f"| `{name}` | {_fmt(shares['without'])} | {_fmt(shares['with'])} |")
+    return lines
 
 
 def _abstention(predictions: Predictions, name: str) -> dict[str, Any]:
@@ -292,7 +367,11 @@ def _fmt(value: float | None) -> str:
 
 
 def _markdown(
-    report: dict[str, Any], classes: Sequence[str], plots: list[str], context: dict[str, Any]
+    report: dict[str, Any],
+    classes: Sequence[str],
+    plots: list[str],
+    context: dict[str, Any],
+    white_box: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "# Evaluation report",
@@ -340,13 +419,34 @@ def _markdown(
         lines += [f"Flagged out of distribution by the input check: {flagged:.1%}", ""]
         lines += [f"![{plot}]({plot})" for plot in plots if plot.endswith(f"-{scope}.png")]
         lines.append("")
+    if white_box and white_box.get("images"):
+        lines += [
+            "## White-box check",
+            "",
+            f"The {white_box['images']} images not labelled {white_box['target']}, with one white "
+            "rectangle pasted on each:",
+            "",
+            *white_box_lines(white_box),
+            "",
+        ]
     return "\n".join(lines)
 
 
 def write_report(
-    predictions: Predictions, classes: Sequence[str], out: Path, context: dict[str, Any]
+    predictions: Predictions,
+    classes: Sequence[str],
+    out: Path,
+    context: dict[str, Any],
+    white_box: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score `predictions` and write `report.json`, `report.md` and the PNG plots into `out`.
+
+    Args:
+        predictions: The predictors' answers.
+        classes: The class names, in the models' output order.
+        out: The report's folder.
+        context: What was evaluated (split, images, versions), written as is.
+        white_box: `white_box_check`'s result, where it was run.
 
     Returns:
         The metrics, per scope and predictor.
@@ -354,7 +454,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     report = score(predictions, classes)
     plots = _plots(report, classes, predictions, out)
-    (out / "report.json").write_text(json.dumps({"context": context, "metrics": report}, indent=1))
-    (out / "report.md").write_text(_markdown(report, classes, plots, context))
+    document: dict[str, Any] = {"context": context, "metrics": report}
+    if white_box is not None:
+        document["white_box"] = white_box
+    (out / "report.json").write_text(json.dumps(document, indent=1))
+    (out / "report.md").write_text(_markdown(report, classes, plots, context, white_box))
     logger.info("wrote the evaluation report to %s", out / "report.md")
     return report

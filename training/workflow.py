@@ -36,7 +36,7 @@ from training.calibration import (
 from training.config import CLASSES, SplitConfig
 from training.data import Record, Split, labels_of, read_dataset, records_fingerprint, split_by_group
 from training.distill import top_class_agreement, write_teacher_probabilities
-from training.evaluate import POOLED, UNWEIGHTED_MEAN, predict_records, write_report
+from training.evaluate import POOLED, UNWEIGHTED_MEAN, predict_records, white_box_check, write_report
 from training.export import export_run, load_run_config, served_model
 from training.manifest import read_document, set_ensembles, update_model_fields, upsert_model, write_document
 from training.metrics import expected_calibration_error
@@ -409,7 +409,8 @@ def evaluate_models(
             for entry in predictor.manifest.models
         },
     }
-    report = write_report(predictions, CLASSES, out_dir, context)
+    white_box = white_box_check(predictor, predictions, CLASSES)
+    report = write_report(predictions, CLASSES, out_dir, context, white_box)
     if update_manifest:
         scopes = list(report)
         for name in predictor.models:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
+from tests.factories import png_bytes
 from training.data import Record
-from training.evaluate import Predictions, by_stored_size, stored_size_lines, write_report
+from training.evaluate import (
+    Predictions,
+    by_stored_size,
+    stored_size_lines,
+    white_box_check,
+    white_box_lines,
+    write_report,
+)
+from xray.contract.images import DecodedImage
 
 CLASSES = ["normal", "pneumonia", "tuberculosis"]
 
@@ -88,3 +100,53 @@ def test_without_stored_sizes_there_is_no_breakdown() -> None:
     data = predictions()  # sides unknown (0)
     assert by_stored_size(data, CLASSES) == {}
     assert stored_size_lines({}, CLASSES) == []
+
+
+class _BoxReader:
+    """Stands in for the service's predictor: `fooled` calls tuberculosis wherever it sees pure white,
+    `steady` never does; both ensembles follow `fooled`."""
+
+    def predict(self, images: Sequence[DecodedImage]) -> list[Any]:
+        answers = []
+        for image in images:
+            boxed = bool(np.any(image.pixels == 255))
+            fooled = SimpleNamespace(probabilities=np.array([0.1, 0.1, 0.8] if boxed else [0.8, 0.1, 0.1]))
+            steady = SimpleNamespace(probabilities=np.array([0.7, 0.2, 0.1]))
+            answers.append(
+                SimpleNamespace(
+                    models={"fooled": fooled, "steady": steady},
+                    ensembles={"classic": fooled, "confidence": fooled},
+                )
+            )
+        return answers
+
+
+def test_the_white_box_check_counts_calls_of_the_target_with_and_without_a_box(tmp_path: Path) -> None:
+    labels = np.array([0, 1, 2, 0, 1, 2, 0])  # five images not labelled tuberculosis
+    records = []
+    for i, label in enumerate(labels):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(png_bytes(np.full((40, 60), 90, np.uint8)))  # not square, no white
+        records.append(Record(path=path, label=CLASSES[label], group=str(i), source="kaggle-mix"))
+    plain = np.tile([0.8, 0.1, 0.1], (len(labels), 1))
+    plain[1] = [0.1, 0.1, 0.8]  # one pneumonia image already called tuberculosis without a box
+    probabilities = {
+        name: plain for name in ("fooled", "steady", "classic", "confidence", "classic_unweighted")
+    }
+    uncertain = {name: np.zeros(len(labels), dtype=bool) for name in ("classic", "confidence")}
+    predictions = Predictions(records, labels, probabilities, uncertain, ["classic"] * len(labels))
+    check = white_box_check(_BoxReader(), predictions, CLASSES, batch_size=2)  # type: ignore[arg-type]
+    assert check["images"] == 5
+    assert check["target"] == "tuberculosis"
+    assert check["called"]["fooled"] == {"without": 0.2, "with": 1.0}
+    assert check["called"]["steady"] == {"without": 0.2, "with": 0.0}
+    assert "classic_unweighted" not in check["called"]  # not a served predictor
+    assert white_box_check(_BoxReader(), predictions, CLASSES) == check  # the same boxes every time  # type: ignore[arg-type]
+    assert "| `fooled` | 0.200 | 1.000 |" in white_box_lines(check)
+    write_report(predictions, CLASSES, tmp_path / "report", {"split": "test", "images": 7}, check)
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["white_box"] == check
+    assert "## White-box check" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_without_images_to_check_there_is_no_white_box_table() -> None:
+    assert white_box_lines({"images": 0, "target": "tuberculosis", "called": {}}) == []

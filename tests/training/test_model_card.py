@@ -14,6 +14,7 @@ from training.model_card import (
     _distillation,
     _read_report,
     _stored_size_section,
+    _white_box_section,
 )
 
 
@@ -107,3 +108,18 @@ def test_the_recipe_names_the_teacher_a_model_distilled_from() -> None:
         "its top class was the label on 0.937 of the training images"
     )
     assert _distillation(None) is None  # the row reads "–" for models trained on labels alone
+
+
+def test_the_card_shows_the_white_box_check_when_the_report_has_it() -> None:
+    check = {
+        "images": 344,
+        "target": "tuberculosis",
+        "seed": 0,
+        "called": {"scratch": {"without": 0.04, "with": 0.11}, "classic": {"without": 0.03, "with": 0.09}},
+    }
+    text = "\n".join(_white_box_section({"metrics": {}, "white_box": check}))
+    assert "## A shortcut check: one white box" in text
+    assert "the 344 images not labelled tuberculosis" in text
+    assert "| `scratch` | 0.040 | 0.110 |" in text
+    assert _white_box_section({"metrics": {}}) == []  # a report from before the check
+    assert _white_box_section(None) == []

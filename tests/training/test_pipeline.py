@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pytest
 
 from tests.training.conftest import synthetic_image
-from training.augment import augment_batch, augment_image, mix_batch
+from training.augment import (
+    WHITE_BOX_HEIGHT,
+    WHITE_BOX_WIDTH,
+    augment_batch,
+    augment_image,
+    mix_batch,
+    paste_white_box,
+)
 from training.config import AugmentConfig
 from training.pipeline import TrainingBatches
 
@@ -50,6 +58,57 @@ def test_exposure_changes_only_levels() -> None:
     # A monotone level map: the order of pixel values is kept.
     order = np.argsort(image.ravel(), kind="stable")
     assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0)
+
+
+def _white_rectangle(image: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the one solid 255 rectangle on a dark image; fails if there is not exactly one."""
+    rows, cols = np.nonzero(image == 255)
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert len(rows) == height * width  # solid, and a single rectangle
+    return int(height), int(width)
+
+
+def test_a_white_box_is_one_solid_rectangle_within_its_size_range() -> None:
+    image = np.full((100, 100), 40, np.uint8)
+    for seed in range(50):
+        out = paste_white_box(image, np.random.default_rng(seed))
+        height, width = _white_rectangle(out)
+        assert WHITE_BOX_HEIGHT[0] * 100 - 1 <= height <= WHITE_BOX_HEIGHT[1] * 100 + 1
+        assert WHITE_BOX_WIDTH[0] * 100 - 1 <= width <= WHITE_BOX_WIDTH[1] * 100 + 1
+        assert np.all(out[out != 255] == 40)  # nothing else changed
+    assert np.all(image == 40)  # the input is left alone
+
+
+def test_white_boxes_land_on_the_configured_share_of_images_and_last() -> None:
+    image = np.full((64, 64), 40, np.uint8)
+    # Exposure on: a box pasted before it would no longer be 255.
+    config = AugmentConfig(rotation_degrees=0, zoom=0, shift=0, brightness=0.2, contrast=0.3, white_box=0.3)
+    rng = np.random.default_rng(5)
+    boxed = [np.any(augment_image(image, config, rng) == 255) for _ in range(400)]
+    assert 0.24 < np.mean(boxed) < 0.36
+    always = config.model_copy(update={"white_box": 1.0})
+    _white_rectangle(augment_image(image, always, np.random.default_rng(0)))
+
+
+class _CountingGenerator:
+    """A NumPy generator that records which of its methods were called."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls.append(name)
+        return getattr(self._rng, name)
+
+
+@pytest.mark.parametrize(("white_box", "draws_for_it"), [(0.0, False), (0.5, True)])
+def test_white_boxes_draw_from_the_generator_only_when_on(white_box: float, draws_for_it: bool) -> None:
+    # With the option off, runs recorded before it existed replay the same augmentations when resumed.
+    counting = _CountingGenerator(9)
+    augment_image(_images(1)[0], AugmentConfig(white_box=white_box), counting)  # type: ignore[arg-type]
+    assert ("random" in counting.calls) is draws_for_it  # nothing else in the default draws `random`
+    assert counting.calls.count("uniform") >= 5  # rotation, zoom, shift, contrast, brightness
 
 
 def test_batches_are_a_function_of_seed_epoch_and_step() -> None:

@@ -88,6 +88,20 @@ def test_report_and_plots_are_written(trained: dict[str, Path]) -> None:
         assert {"accuracy", "macro_f1", "ece", "confusion_matrix", "per_class"} <= set(
             metrics["pooled"][name]
         )
+    # The white-box check ran the served predictors again on the non-tuberculosis test images.
+    box = json.loads((report / "report.json").read_text())["white_box"]
+    assert box["images"] == sum(
+        metrics["pooled"]["scratch"]["per_class"][label]["support"] for label in ("normal", "pneumonia")
+    )
+    assert set(box["called"]) == {
+        "scratch",
+        "inception_resnet_v2",
+        "efficientnet_v2_b2",
+        "classic",
+        "confidence",
+    }
+    assert all(0.0 <= shares["with"] <= 1.0 for shares in box["called"].values())
+    assert "## White-box check" in text
 
 
 def test_runs_keep_checkpoints_and_logs(trained: dict[str, Path]) -> None:
