@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from training.augment import WHITE_BOX_HEIGHT, WHITE_BOX_WIDTH
 from training.calibration import MEMBER_CONFIDENCE
 from training.evaluate import UNWEIGHTED_MEAN, stored_size_lines, white_box_lines
 from xray.contract.ensembles import ENSEMBLES
@@ -675,7 +676,8 @@ def _white_box_section(report: dict[str, Any] | None) -> list[str]:
         "others; hospital images often carry burned-in labels that look the same.",
         f"Test split, the {check['images']} images not labelled {check['target']}, served models: the",
         f"share called {check['target']} as they are and with one solid white rectangle pasted on each",
-        "(10-35 % of the width, 4-15 % of the height, anywhere; the same boxes at every evaluation).",
+        f"({WHITE_BOX_WIDTH[0]:.0%}-{WHITE_BOX_WIDTH[1]:.0%} of the width, {WHITE_BOX_HEIGHT[0]:.0%}-"
+        f"{WHITE_BOX_HEIGHT[1]:.0%} of the height, anywhere; the same boxes at every evaluation).",
         "A model that learnt the disease calls about as many with the box as without.",
         "",
         *lines,
