@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -35,3 +36,14 @@ def test_a_smoke_size_for_all_networks_raises_each_to_its_smallest_input(
 def test_a_recipe_below_a_network_s_smallest_input_is_refused() -> None:
     with pytest.raises(ValidationError, match="below inception_resnet_v2's smallest input, 75"):
         TrainConfig(arch="inception_resnet_v2", image_size=64)
+
+
+RECIPES = sorted((Path(__file__).parents[2] / "training" / "recipes").glob("*.json"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[path.name for path in RECIPES])
+def test_the_shipped_recipes_are_valid_for_every_network(recipe: Path) -> None:
+    configs = _configs(_arguments(config=str(recipe)))
+    assert {config.arch for config in configs} == set(ARCHITECTURES)
+    # Every shipped recipe pastes white boxes: kaggle-mix's redactions otherwise mean tuberculosis.
+    assert all(config.augment.white_box > 0 for config in configs)
