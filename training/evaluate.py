@@ -70,8 +70,22 @@ class Predictions:
         )
 
 
-def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_size: int = 16) -> Predictions:
-    """Run the served models and ensembles on `records`."""
+def predict_records(
+    predictor: Predictor,
+    records: Sequence[Record],
+    *,
+    batch_size: int = 16,
+    edit: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Predictions:
+    """Run the served models and ensembles on `records`.
+
+    Args:
+        predictor: The served models.
+        records: The images, decoded by the service's decoder.
+        batch_size: Images per forward pass.
+        edit: Applied to each decoded image's pixels, in record order, before the models see
+            them (the stored sides stay those of the files).
+    """
     classes = list(predictor.classes)
     probabilities: dict[str, list[np.ndarray]] = {name: [] for name in (*predictor.models, *ENSEMBLES)}
     uncertain: dict[str, list[bool]] = {name: [] for name in ENSEMBLES}
@@ -82,6 +96,8 @@ def predict_records(predictor: Predictor, records: Sequence[Record], *, batch_si
         batch = records[start : start + batch_size]
         images = [decode_image(record.path.read_bytes()) for record in batch]
         sides += [max(image.pixels.shape[:2]) for image in images]
+        if edit is not None:
+            images = [replace(image, pixels=edit(image.pixels)) for image in images]
         for prediction in predictor.predict(images):
             for name, decision in (*prediction.models.items(), *prediction.ensembles.items()):
                 probabilities[name].append(decision.probabilities)
@@ -134,32 +150,33 @@ def white_box_check(
         `target` `without` and `with` the box.
     """
     index = classes.index(target)
-    chosen = [i for i, label in enumerate(predictions.labels) if label != index]
+    chosen = predictions.labels != index
     rng = np.random.default_rng(WHITE_BOX_SEED)
-    called: dict[str, list[bool]] = {
-        name: [] for name in predictions.probabilities if name != UNWEIGHTED_MEAN
-    }
-    for start in range(0, len(chosen), batch_size):
-        images = []
-        for i in chosen[start : start + batch_size]:
-            image = decode_image(predictions.records[i].path.read_bytes())
-            images.append(replace(image, pixels=paste_white_box(image.pixels, rng)))
-        for prediction in predictor.predict(images):
-            for name, decision in (*prediction.models.items(), *prediction.ensembles.items()):
-                called[name].append(int(np.argmax(decision.probabilities)) == index)
-    without = {
-        name: float(np.mean(predictions.probabilities[name][chosen].argmax(axis=1) == index))
-        if chosen
+    boxed = (
+        predict_records(
+            predictor,
+            predictions.subset(chosen).records,
+            batch_size=batch_size,
+            edit=lambda pixels: paste_white_box(pixels, rng),
+        )
+        if chosen.any()
         else None
-        for name in called
-    }
+    )
+
+    def share(probabilities: np.ndarray) -> float | None:
+        return float(np.mean(probabilities.argmax(axis=1) == index)) if len(probabilities) else None
+
     return {
-        "images": len(chosen),
+        "images": int(chosen.sum()),
         "target": target,
         "seed": WHITE_BOX_SEED,
         "called": {
-            name: {"without": without[name], "with": float(np.mean(flags)) if flags else None}
-            for name, flags in called.items()
+            name: {
+                "without": share(probabilities[chosen]),
+                "with": share(boxed.probabilities[name]) if boxed is not None else None,
+            }
+            for name, probabilities in predictions.probabilities.items()
+            if name != UNWEIGHTED_MEAN
         },
     }
 

@@ -106,16 +106,25 @@ class _BoxReader:
     """Stands in for the service's predictor: `fooled` calls tuberculosis wherever it sees pure white,
     `steady` never does; both ensembles follow `fooled`."""
 
+    classes = tuple(CLASSES)
+    models = ("fooled", "steady")
+    manifest = SimpleNamespace(ensembles=SimpleNamespace(classic=SimpleNamespace(weights=None)))
+
     def predict(self, images: Sequence[DecodedImage]) -> list[Any]:
         answers = []
         for image in images:
             boxed = bool(np.any(image.pixels == 255))
-            fooled = SimpleNamespace(probabilities=np.array([0.1, 0.1, 0.8] if boxed else [0.8, 0.1, 0.1]))
+            fooled = SimpleNamespace(
+                probabilities=np.array([0.1, 0.1, 0.8] if boxed else [0.8, 0.1, 0.1]),
+                uncertain=False,
+                decided_by=None,
+            )
             steady = SimpleNamespace(probabilities=np.array([0.7, 0.2, 0.1]))
             answers.append(
                 SimpleNamespace(
                     models={"fooled": fooled, "steady": steady},
                     ensembles={"classic": fooled, "confidence": fooled},
+                    input_check=SimpleNamespace(in_distribution=True),
                 )
             )
         return answers
