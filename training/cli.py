@@ -85,7 +85,7 @@ def _split_config(args: argparse.Namespace) -> SplitConfig:
 def _train(args: argparse.Namespace) -> int:
     _prepare(args)
     from training.model_card import write_model_card
-    from training.train import train
+    from training.train import TrainingDivergedError, train
     from training.workflow import (
         choose_ensembles,
         evaluate_models,
@@ -100,7 +100,13 @@ def _train(args: argparse.Namespace) -> int:
     cache = args.cache or args.runs / "cache"
     for config in configs:
         run_dir = args.runs / config.arch
-        result = in_fresh_process(train, config, split.train, split.val, run_dir, cache, resume=args.resume)
+        try:
+            result = in_fresh_process(
+                train, config, split.train, split.val, run_dir, cache, resume=args.resume
+            )
+        except TrainingDivergedError as error:
+            logger.error("%s Nothing was exported.", error)
+            return 1
         logger.info(
             "%s: best validation macro-F1 %.4f after %d epoch(s), %.1f images/s",
             config.arch,

@@ -20,7 +20,9 @@ from training.fused_batchnorm import fuse_batch_norms
 from training.train import (
     CUSTOM_OBJECTS,
     RunControl,
+    RunState,
     TrainingData,
+    TrainingDivergedError,
     fit_network,
     learning_rate_at,
     make_strategy,
@@ -90,6 +92,52 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
         assert whole_state[key] == split_state[key], key
     rates = [row["learning_rate"] for row in split_state["history"]]
     assert rates == [row["learning_rate"] for row in whole_state["history"]]
+
+
+@pytest.mark.slow
+def test_a_diverging_epoch_stops_the_run_and_leaves_the_last_checkpoint_as_it_was(tmp_path: Path) -> None:
+    config = TrainConfig(arch="scratch", image_size=32, epochs=1, batch_size=6, precision="float32", seed=3)
+    run = tmp_path / "run"
+    fit_network(config, _tiny_data(), run, workers=1)
+    files = ("last.keras", "best.keras", "state.json", "history.csv", "summary.json")
+    saved = {name: (run / name).read_bytes() for name in files}
+
+    # A learning rate no network survives: its second epoch's loss explodes.
+    exploding = config.model_copy(update={"epochs": 2, "learning_rate": 1e6})
+    with pytest.raises(TrainingDivergedError, match=r"diverged in epoch 2: .*last checkpoint: after epoch 1"):
+        fit_network(exploding, _tiny_data(), run, resume=True, workers=1)
+    assert {name: (run / name).read_bytes() for name in files} == saved
+
+    # Resumed with a sane rate, the run continues from the checkpoint before the divergence.
+    result = fit_network(config.model_copy(update={"epochs": 2}), _tiny_data(), run, resume=True, workers=1)
+    history = json.loads((run / "state.json").read_text())["history"]
+    assert result.epochs_run == 1
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert all(np.isfinite(row["loss"]) for row in history)
+
+
+class _Optimizer:
+    learning_rate = 0.5
+
+
+class _Model:
+    optimizer = _Optimizer()
+    stop_training = False
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), 3303.0], ids=["nan", "inf", "exploded"])
+def test_an_epoch_with_a_loss_out_of_range_is_neither_scored_nor_saved(tmp_path: Path, loss: float) -> None:
+    # A NaN loss stops the epoch early (TerminateOnNaN); its end must not write those weights.
+    state = RunState(epoch=4, best_val_macro_f1=0.6, planned_epochs=10)
+    control = RunControl(TrainConfig(arch="scratch"), _tiny_data(), tmp_path, state)
+    control.set_model(_Model())
+    control.on_epoch_end(5, {"loss": loss})
+    assert control.model.stop_training
+    assert control.diverged is not None
+    assert "diverged in epoch 6" in control.diverged
+    assert "after epoch 5" in control.diverged
+    assert (state.epoch, state.best_val_macro_f1, state.history) == (4, 0.6, [])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_learning_rate_warms_up_then_decays_to_one_percent() -> None:

@@ -135,6 +135,9 @@ def test_resume_continues_from_the_last_epoch(trained: dict[str, Path], tmp_path
     common = ["train", "--data", str(trained["data"]), "--runs", str(runs), "--arch", "scratch",
               "--image-size", "32", "--batch-size", "8", "--no-export"]  # fmt: skip
     assert main([*common, "--epochs", "1"]) == 0
+    # A resumed segment that diverges exits with an error and leaves the checkpoint as it was.
+    assert main([*common, "--epochs", "2", "--resume", "--learning-rate", "1e6"]) == 1
+    assert json.loads((runs / "scratch" / "state.json").read_text())["epoch"] == 0
     assert main([*common, "--epochs", "2", "--resume"]) == 0
     with (runs / "scratch" / "history.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
