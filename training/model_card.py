@@ -123,6 +123,16 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _combination(highest_views: int | None) -> str:
+    """How the input check's score combines the views' z-scores, in words."""
+    if highest_views is None:
+        return "their mean"
+    return (
+        f"the mean of an image's {highest_views} highest (one network that finds an image ordinary "
+        "does not outvote the others)"
+    )
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]
@@ -445,7 +455,8 @@ def _input_check_section(manifest: Manifest) -> list[str]:
         "distance to the nearest class mean under the training split's shared covariance (Lee et al. 2018),",
         f"exact in the {selection.get('components', '?')} leading principal components and with one pooled",
         "variance for the rest; each distance becomes a robust z-score against the validation split, and the",
-        f"score is their mean. The threshold, {spec.threshold:.3f}, is {selection.get('threshold_rule', '')}",
+        f"score is {_combination(spec.highest_views)}.",
+        f"The threshold, {spec.threshold:.3f}, is {selection.get('threshold_rule', '')}",
         f"({metrics.get('validation_pass_rate', 0):.1%} of them pass). An image above it is answered with",
         "both ensembles `uncertain` (reason `out_of_distribution`), or refused with a 422 where",
         "`XRAY_REJECT_OUT_OF_DISTRIBUTION=true`.",

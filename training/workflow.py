@@ -564,7 +564,7 @@ def fit_input_check_step(
     check = input_check.fit_input_check(train_views, labels, val_views, pass_rate=pass_rate)
     val_scores = {
         "mahalanobis": check.scores(val_views),
-        "energy": input_check.energy_scores(val_logits, val_logits),
+        "energy": input_check.energy_scores(val_logits, val_logits, check.highest_views),
     }
     thresholds = {
         "mahalanobis": check.threshold,
@@ -580,7 +580,10 @@ def fit_input_check_step(
             predictor,
             lambda size, images=images: np.stack([resize_gray(image, size, size) for image in images]),
         )
-        scores = {"mahalanobis": check.scores(views), "energy": input_check.energy_scores(logits, val_logits)}
+        scores = {
+            "mahalanobis": check.scores(views),
+            "energy": input_check.energy_scores(logits, val_logits, check.highest_views),
+        }
         for method, threshold in thresholds.items():
             compared[method][kind] = {
                 "count": len(images),
@@ -600,10 +603,12 @@ def fit_input_check_step(
         "file": statistics.name,
         "sha256": file_sha256(statistics),
         "threshold": round(check.threshold, 6),
+        "highest_views": check.highest_views,
         "selection": {
             "data": f"statistics: training split ({len(labels)} images); robust scales and threshold: "
             f"validation split ({len(val_scores['mahalanobis'])} images)",
-            "views": "per network: pooled features and the class-map layout",
+            "views": "per network: pooled features and the class-map layout; the score averages "
+            f"an image's {check.highest_views} highest view z-scores",
             "components": input_check.DEFAULT_COMPONENTS,
             "threshold_rule": f"the {pass_rate:.0%} quantile of the validation images' scores",
             "compared_on_non_chest_images": compared,

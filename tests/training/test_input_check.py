@@ -94,6 +94,24 @@ def test_the_threshold_lets_at_least_the_pass_rate_of_validation_through() -> No
     assert passed.mean() < 1.0  # the threshold is a real one, not above every validation score
 
 
+def test_the_fitted_check_averages_the_two_highest_views_and_its_threshold_is_of_that_score() -> None:
+    rng = np.random.default_rng(3)
+    train, labels = _gaussian(rng, 1500)
+    val, _ = _gaussian(rng, 301)
+    names = ("a", "b", "c")
+    check = input_check.fit_input_check(
+        {name: {"features": train} for name in names}, labels, {name: {"features": val} for name in names}
+    )
+    assert check.highest_views == input_check.DEFAULT_HIGHEST_VIEWS == 2
+    # One view fooled: the image is a validation image there and far out in the two others.
+    far = np.full((1, 10), 12.0, np.float32)
+    image = {"a": {"features": val[:1]}, "b": {"features": far}, "c": {"features": far}}
+    z_far = float(check.models["b"]["features"].z_score(far)[0])
+    assert check.scores(image)[0] == pytest.approx(z_far)
+    passed = check.scores({name: {"features": val} for name in names}) <= check.threshold
+    assert 0.98 <= passed.mean() < 1.0
+
+
 def test_energy_is_low_where_one_class_fits_and_the_auroc_counts_ties_as_half() -> None:
     confident, unsure = np.asarray([[9.0, 0.0, 0.0]]), np.asarray([[0.1, 0.0, 0.05]])
     assert input_check.energy(confident)[0] < input_check.energy(unsure)[0]

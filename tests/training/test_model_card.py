@@ -8,14 +8,17 @@ from typing import Any
 
 import pytest
 
+from tests.factories import default_specs, write_models_dir
 from training.model_card import (
     BASELINE_DIR,
     _comparison_section,
     _distillation,
+    _input_check_section,
     _read_report,
     _stored_size_section,
     _white_box_section,
 )
+from xray.contract.manifest import InputCheckSpec, load_manifest
 
 
 def _metrics(score: float) -> dict[str, Any]:
@@ -123,3 +126,24 @@ def test_the_card_shows_the_white_box_check_when_the_report_has_it() -> None:
     assert "| `scratch` | 0.040 | 0.110 |" in text
     assert _white_box_section({"metrics": {}}) == []  # a report from before the check
     assert _white_box_section(None) == []
+
+
+@pytest.mark.parametrize(
+    ("highest_views", "says"),
+    [(None, "score is their mean."), (2, "score is the mean of an image's 2 highest")],
+    ids=["all-views", "two-highest"],
+)
+def test_the_input_check_section_says_how_the_views_are_combined(
+    tmp_path: Path, highest_views: int | None, says: str
+) -> None:
+    manifest = load_manifest(write_models_dir(tmp_path, default_specs()))
+    spec = InputCheckSpec(
+        method="mahalanobis",
+        file="input_check.npz",
+        sha256="0" * 64,
+        threshold=5.0,
+        highest_views=highest_views,
+    )
+    text = " ".join(_input_check_section(manifest.model_copy(update={"input_check": spec})))
+    assert says in text
+    assert "The threshold, 5.000," in text

@@ -194,6 +194,11 @@ class InputCheckSpec(_Strict):
     file: str = Field(description="The statistics file (npz) beside the models.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="The file's sha256, checked at start-up.")
     threshold: float = Field(description="A score above this is out of distribution.")
+    highest_views: int | None = Field(
+        default=None,
+        ge=1,
+        description="The score is the mean of an image's this many highest view z-scores; absent: of all.",
+    )
     selection: dict[str, Any] = Field(
         default_factory=dict, description="How the method and threshold were chosen (data, scores)."
     )

@@ -90,6 +90,33 @@ def test_inconsistent_statistics_stop_the_start(tmp_path: Path) -> None:
         load_input_check(_spec(tmp_path), tmp_path, {"scratch": ["features"]})
 
 
+def test_the_score_averages_only_the_highest_views_so_one_fooled_network_does_not_outvote_the_rest() -> None:
+    # Validation median 1 and spread 1, so z = distance - 1, and the distance on the modelled axis
+    # is x² / 4 from the nearest mean (0): the image sits at the centre of view a (z -1) and far
+    # out in b (x -8: z 15) and c (x -6: z 8).
+    views = {name: {"features": statistics(median=1.0, spread=1.0)} for name in ("a", "b", "c")}
+    image = {
+        name: {"features": np.asarray([[x, 0.0, 0.0]], np.float32)}
+        for name, x in zip("abc", (0, -8, -6), strict=True)
+    }
+    assert InputCheck("mahalanobis", 9.0, views).scores(image)[0] == pytest.approx((-1 + 15 + 8) / 3)
+    assert InputCheck("mahalanobis", 9.0, views, highest_views=2).scores(image)[0] == pytest.approx(11.5)
+    assert InputCheck("mahalanobis", 9.0, views).evaluate(image, 1)[0].in_distribution
+    assert not InputCheck("mahalanobis", 9.0, views, highest_views=2).evaluate(image, 1)[0].in_distribution
+    assert InputCheck("mahalanobis", 9.0, views, highest_views=3).scores(image)[0] == pytest.approx(22 / 3)
+
+
+def test_highest_views_travels_from_the_manifest_and_more_than_the_views_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    save_statistics(tmp_path / "input_check.npz", {"scratch": {"features": statistics()}})
+    spec = _spec(tmp_path).model_copy(update={"highest_views": 1})
+    assert load_input_check(spec, tmp_path, {"scratch": ["features"]}).highest_views == 1
+    assert load_input_check(_spec(tmp_path), tmp_path, {"scratch": ["features"]}).highest_views is None
+    with pytest.raises(ManifestError, match=r"highest_views is 2, but input_check\.npz has statistics for 1"):
+        load_input_check(spec.model_copy(update={"highest_views": 2}), tmp_path, {"scratch": ["features"]})
+
+
 def test_without_a_check_every_image_passes_under_method_none() -> None:
     results = InputCheck.disabled().evaluate({}, 3)
     assert [(r.in_distribution, r.method) for r in results] == [(True, "none")] * 3
