@@ -692,6 +692,7 @@ def _white_box_section(report: dict[str, Any] | None) -> list[str]:
         "A model that learnt the disease calls about as many with the box as without.",
         "",
         *lines,
+        "",  # the next section's heading must not join the table
     ]
 
 

@@ -120,7 +120,9 @@ def test_the_card_shows_the_white_box_check_when_the_report_has_it() -> None:
         "seed": 0,
         "called": {"scratch": {"without": 0.04, "with": 0.11}, "classic": {"without": 0.03, "with": 0.09}},
     }
-    text = "\n".join(_white_box_section({"metrics": {}, "white_box": check}))
+    section = _white_box_section({"metrics": {}, "white_box": check})
+    assert section[-1] == ""  # a blank line ends the table before the next heading
+    text = "\n".join(section)
     assert "## A shortcut check: one white box" in text
     assert "the 344 images not labelled tuberculosis" in text
     assert "| `scratch` | 0.040 | 0.110 |" in text
