@@ -157,14 +157,14 @@ def energy(logits: Values) -> Scores:
 def energy_scores(
     logits: Mapping[str, Values],
     reference: Mapping[str, Values],
-    highest_views: int | None = DEFAULT_HIGHEST_VIEWS,
+    highest_views: int | None,
 ) -> Scores:
     """The energy score, combined like the check: robust z-scores per network, the highest averaged.
 
     Args:
         logits: Network → logits of the images to score.
         reference: Network → logits of the validation split, for the median and spread.
-        highest_views: How many of an image's highest z-scores to average (None: all).
+        highest_views: The check's `highest_views`, so that both scores combine alike (None: all).
     """
     scores = []
     for name, values in logits.items():
