@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import beta
 from sklearn.metrics import f1_score
 
 from xray.contract.ensembles import (
@@ -191,49 +192,81 @@ def choose_cascade(
     return best[2], best[1], best[0]
 
 
+@dataclass(frozen=True)
+class AbstainChoice:
+    """The abstention threshold chosen on validation, and what it keeps there."""
+
+    threshold: float
+    #: Share of the validation cases answered (not flagged uncertain).
+    coverage: float
+    #: Accuracy on those cases.
+    accuracy: float
+    #: One-sided Clopper-Pearson lower bound of that accuracy at the chosen confidence (None: not asked).
+    accuracy_lower_bound: float | None
+    #: Whether the goal was met (else the threshold abstaining on at most `max_abstain` was used).
+    reached: bool
+
+
+def accuracy_lower_bound(correct: int, count: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower bound of a proportion: `correct` of `count` (0 for none).
+
+    The exact binomial bound: with probability at least `confidence`, the true accuracy is not
+    below it.
+    """
+    if correct <= 0 or count <= 0:
+        return 0.0
+    return float(beta.ppf(1 - confidence, correct, count - correct + 1))
+
+
 def choose_abstain_threshold(
     per_model: Mapping[str, np.ndarray],
     labels: np.ndarray,
     *,
     target_accuracy: float = 0.95,
+    confidence: float | None = 0.95,
     max_abstain: float = 1.0,
     count_disagreement: bool = True,
     weights: Mapping[str, float] | None = None,
-) -> tuple[float, float, float]:
-    """The lowest `abstain_below` whose answered cases reach `target_accuracy` on validation.
+) -> AbstainChoice:
+    """The lowest `abstain_below` at which the answered cases reach `target_accuracy` on validation.
 
     An answer is kept when the classic ensemble's confidence (with `weights`) is at least the
     threshold and (with `count_disagreement`, as the service does) its members' top labels agree.
-    If the target cannot be met while abstaining on at most `max_abstain` of the cases, the
+    With `confidence`, the goal is met when the one-sided Clopper-Pearson lower bound of the kept
+    cases' accuracy reaches `target_accuracy`, not the validation accuracy itself: a threshold
+    that only just reaches the target on validation misses it on new images about half the time
+    (the bound is per threshold, not corrected for the thresholds scanned). With `confidence`
+    None, the validation accuracy itself must reach it.
+    If the goal cannot be met while abstaining on at most `max_abstain` of the cases, the
     threshold that abstains on as close to that share as possible is used.
 
     Returns:
-        (threshold, coverage = share of cases kept, accuracy on the kept cases).
+        The threshold, with the share of the validation cases it answers, their accuracy, its
+        bound and whether the goal was reached.
     """
     count = len(labels)
     decisions = [
         classic({name: probs[i] for name, probs in per_model.items()}, abstain_below=0.0, weights=weights)
         for i in range(count)
     ]
-    confidence = np.asarray([d.confidence for d in decisions])
+    confidences = np.asarray([d.confidence for d in decisions])
     correct = np.asarray([d.label_index for d in decisions]) == labels
     tops = np.stack([np.asarray(per_model[name]).argmax(axis=1) for name in members(per_model, weights)])
     agree = np.all(tops == tops[0], axis=0) if count_disagreement else np.ones(count, dtype=bool)
     # Candidate thresholds: 0 and every distinct confidence; a threshold keeps the cases at or above it.
-    candidates = np.concatenate([[0.0], np.unique(confidence)])
-    best: tuple[float, float, float] | None = None
-    fallback: tuple[float, float, float] | None = None
+    candidates = np.concatenate([[0.0], np.unique(confidences)])
+    fallback: AbstainChoice | None = None
     for threshold in candidates:
-        kept = (confidence >= threshold) & agree
+        kept = (confidences >= threshold) & agree
         coverage = float(kept.mean())
-        accuracy = float(correct[kept].mean()) if kept.any() else 1.0
-        if coverage < 1 - max_abstain - 1e-12:
+        if fallback is not None and coverage < 1 - max_abstain - 1e-12:
+            break  # threshold 0 (abstaining only where the models disagree) is always a candidate
+        right, answered = int(correct[kept].sum()), int(kept.sum())
+        accuracy = right / answered if answered else 1.0
+        bound = None if confidence is None else accuracy_lower_bound(right, answered, confidence)
+        reached = (accuracy if bound is None else bound) >= target_accuracy
+        fallback = AbstainChoice(float(threshold), coverage, accuracy, bound, reached)
+        if reached:
             break
-        fallback = (float(threshold), coverage, accuracy)
-        if accuracy >= target_accuracy:
-            best = fallback
-            break
-    chosen = (
-        best or fallback or (0.0, float(agree.mean()), float(correct[agree].mean()) if agree.any() else 1.0)
-    )
-    return chosen
+    assert fallback is not None
+    return fallback

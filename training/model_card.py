@@ -339,18 +339,29 @@ def _ensembles_section(manifest: Manifest) -> list[str]:
         "",
         f"Chosen on the {selection.get('data', 'validation split')}: {selection.get('cascade', '')};",
         f"abstention: {selection.get('abstain', '')}.",
-        *(
-            [
-                f"On validation that leaves {selection['abstain_val_coverage']:.1%} of the images answered",
-                f"without doubt, {selection['abstain_val_accuracy_kept']:.1%} of them correctly; the test",
-                "split's figures are in the tables of the metrics section.",
-            ]
-            if "abstain_val_coverage" in selection
-            else []
-        ),
+        *_abstention_lines(selection),
         "",
         *_against_the_best_model(manifest),
     ]
+
+
+def _abstention_lines(selection: dict[str, Any]) -> list[str]:
+    """What the abstention threshold leaves answered on validation, and the bound it was chosen by."""
+    if "abstain_val_coverage" not in selection:
+        return []
+    lines = [
+        f"On validation that leaves {selection['abstain_val_coverage']:.1%} of the images answered",
+        f"without doubt, {selection['abstain_val_accuracy_kept']:.1%} of them correctly",
+    ]
+    bound = selection.get("abstain_val_accuracy_kept_lower_bound")
+    if bound is not None:
+        lines[-1] += f" (with {selection['abstain_goal_confidence']:.0%} confidence at least {bound:.1%}:"
+        lines.append("a threshold at which validation only just reaches the goal misses it on new images")
+        lines.append("about half the time)")
+    if selection.get("abstain_goal_reached") is False:
+        lines[-1] += "; no threshold reached the goal, so this is the most the ensemble abstains on"
+    lines[-1] += "; the test split's figures are in the tables of the metrics section."
+    return lines
 
 
 def _against_the_best_model(manifest: Manifest) -> list[str]:

@@ -223,12 +223,18 @@ def _quantize_entry(
 
 
 def choose_ensembles(
-    models_dir: Path, val_records: list[Record], *, target_accuracy: float = 0.95
+    models_dir: Path,
+    val_records: list[Record],
+    *,
+    target_accuracy: float = 0.95,
+    confidence: float | None = 0.95,
 ) -> dict[str, Any]:
     """Pick the mean's members, the cascade's order and tau and `abstain_below` on validation; write them.
 
     A model is left out of the mean (weight 0) only when validation shows with confidence that the
-    mean is better without it (`choose_members`).
+    mean is better without it (`choose_members`). `abstain_below` is the lowest threshold at which
+    the answered cases' accuracy reaches `target_accuracy` with `confidence`
+    (`choose_abstain_threshold`).
     """
     predictor = load_predictor(Settings(models_dir=models_dir))
     predictions = predict_records(predictor, val_records)
@@ -237,13 +243,25 @@ def choose_ensembles(
     membership = choose_members(per_model, labels)
     weights = membership.weights
     order, tau, cascade_f1 = choose_cascade(per_model, labels, weights=weights)
-    threshold, coverage, kept_accuracy = choose_abstain_threshold(
-        per_model, labels, target_accuracy=target_accuracy, weights=weights
+    abstention = choose_abstain_threshold(
+        per_model, labels, target_accuracy=target_accuracy, confidence=confidence, weights=weights
+    )
+    if not abstention.reached:
+        logger.warning(
+            "no threshold reaches %.0f%% accuracy on the answered validation cases; abstaining on %.1f%%",
+            100 * target_accuracy,
+            100 * (1 - abstention.coverage),
+        )
+    goal = (
+        f"{target_accuracy:.0%} accuracy"
+        if confidence is None
+        else f"{target_accuracy:.0%} accuracy with {confidence:.0%} confidence (the one-sided "
+        "Clopper-Pearson lower bound of their validation accuracy, per threshold)"
     )
     ensembles = {
         "classic": {"weights": weights},
         "confidence": {"order": order, "tau": tau},
-        "abstain_below": round(threshold, 6),
+        "abstain_below": round(abstention.threshold, 6),
         "selection": {
             "data": f"validation split ({len(labels)} images)",
             "weights": "every subset of the models (equal weights) scored on validation macro-F1; the best "
@@ -260,10 +278,13 @@ def choose_ensembles(
             "cascade_val_macro_f1": cascade_f1,
             "abstain": f"lowest threshold on the classic ensemble's confidence at which the answers not "
             f"flagged uncertain (confidence at or above it, the models' top labels agreeing) reach "
-            f"{target_accuracy:.0%} accuracy; the coverage is what that goal costs",
+            f"{goal}; the coverage is what that goal costs",
             "abstain_goal_accuracy": target_accuracy,
-            "abstain_val_coverage": coverage,
-            "abstain_val_accuracy_kept": kept_accuracy,
+            "abstain_goal_confidence": confidence,
+            "abstain_goal_reached": abstention.reached,
+            "abstain_val_coverage": abstention.coverage,
+            "abstain_val_accuracy_kept": abstention.accuracy,
+            "abstain_val_accuracy_kept_lower_bound": abstention.accuracy_lower_bound,
         },
     }
     set_ensembles(models_dir, ensembles)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from training.calibration import (
+    accuracy_lower_bound,
     choose_abstain_threshold,
     choose_cascade,
     choose_members,
@@ -52,22 +53,45 @@ def test_abstain_threshold_reaches_the_target_accuracy_on_kept_cases() -> None:
     wrong = (labels[~confident] + 1) % 3
     probabilities[~confident] = 0.275
     probabilities[np.flatnonzero(~confident), wrong] = 0.45
-    threshold, coverage, accuracy = choose_abstain_threshold(
-        {"m": probabilities}, labels, target_accuracy=0.95
-    )
-    assert 0.45 < threshold <= 0.9
-    assert accuracy == 1.0
-    assert coverage == pytest.approx(confident.mean())
+    choice = choose_abstain_threshold({"m": probabilities}, labels, target_accuracy=0.95)
+    assert 0.45 < choice.threshold <= 0.9
+    assert choice.accuracy == 1.0
+    assert choice.coverage == pytest.approx(confident.mean())
+    assert choice.reached
+    # 804 right of 804: the 95 % one-sided lower bound is 0.05 ** (1 / 804).
+    assert choice.accuracy_lower_bound == pytest.approx(0.05 ** (1 / round(choice.coverage * 1000)))
+
+
+def test_the_threshold_asks_the_bound_of_the_kept_accuracy_not_the_point_estimate() -> None:
+    # 100 cases; the 40 most confident are right but one; the 60 others are a coin toss.
+    labels = np.zeros(100, dtype=int)
+    top = np.linspace(0.99, 0.5, 100)
+    probabilities = np.stack([top, (1 - top) / 2, (1 - top) / 2], axis=1)
+    wrong = np.r_[[20], np.arange(40, 100, 2)]
+    probabilities[wrong] = probabilities[wrong][:, [1, 0, 2]]  # the top class becomes pneumonia
+    point = choose_abstain_threshold({"m": probabilities}, labels, target_accuracy=0.95, confidence=None)
+    bounded = choose_abstain_threshold({"m": probabilities}, labels, target_accuracy=0.95)
+    # The point estimate keeps the most cases whose accuracy is still >= 0.95: the 42 most
+    # confident, 40 right (0.952); one more adds a wrong one (40 / 43 = 0.930).
+    assert (round(point.coverage * 100), point.accuracy) == (42, pytest.approx(40 / 42))
+    assert point.accuracy_lower_bound is None
+    # 39 of 40 right has a 95 % lower bound of 0.887 (p ** 40 + 40 p ** 39 (1 - p) = 0.05); all
+    # 20 right above the one wrong case, 0.05 ** (1 / 20) = 0.861; it takes 59 right in a row to
+    # reach 0.95.
+    assert not bounded.reached
+    assert bounded.coverage == pytest.approx(0.01)
+    assert accuracy_lower_bound(39, 40, 0.95) == pytest.approx(0.8868, abs=1e-4)
+    assert accuracy_lower_bound(20, 20, 0.95) == pytest.approx(0.05 ** (1 / 20))
+    assert accuracy_lower_bound(0, 10, 0.95) == 0.0
 
 
 def test_abstention_is_capped_when_the_target_is_out_of_reach() -> None:
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 3, 400)
     probabilities = rng.dirichlet([1, 1, 1], 400)  # chance-level
-    _, coverage, _ = choose_abstain_threshold(
-        {"m": probabilities}, labels, target_accuracy=0.99, max_abstain=0.25
-    )
-    assert coverage == pytest.approx(0.75, abs=0.01)
+    choice = choose_abstain_threshold({"m": probabilities}, labels, target_accuracy=0.99, max_abstain=0.25)
+    assert choice.coverage == pytest.approx(0.75, abs=0.01)
+    assert not choice.reached
 
 
 def test_disagreeing_models_are_not_counted_as_answered() -> None:
@@ -75,15 +99,15 @@ def test_disagreeing_models_are_not_counted_as_answered() -> None:
     # Both models right and agreeing on the first two; on the last two they disagree, and the mean is wrong.
     first = np.asarray([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.1, 0.85, 0.05], [0.1, 0.85, 0.05]])
     second = np.asarray([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.6, 0.3, 0.1]])
-    threshold, coverage, accuracy = choose_abstain_threshold(
-        {"a": first, "b": second}, labels, target_accuracy=0.95
+    choice = choose_abstain_threshold(
+        {"a": first, "b": second}, labels, target_accuracy=0.95, confidence=None
     )
-    assert (threshold, coverage, accuracy) == (0.0, 0.5, 1.0)
-    threshold, coverage, accuracy = choose_abstain_threshold(
-        {"a": first, "b": second}, labels, target_accuracy=0.95, count_disagreement=False
+    assert (choice.threshold, choice.coverage, choice.accuracy) == (0.0, 0.5, 1.0)
+    choice = choose_abstain_threshold(
+        {"a": first, "b": second}, labels, target_accuracy=0.95, confidence=None, count_disagreement=False
     )
-    assert threshold == pytest.approx(0.8)
-    assert (coverage, accuracy) == (0.5, 1.0)
+    assert choice.threshold == pytest.approx(0.8)
+    assert (choice.coverage, choice.accuracy) == (0.5, 1.0)
 
 
 def _noisy_copy(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:

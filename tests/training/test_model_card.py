@@ -11,6 +11,7 @@ import pytest
 from tests.factories import default_specs, write_models_dir
 from training.model_card import (
     BASELINE_DIR,
+    _abstention_lines,
     _comparison_section,
     _distillation,
     _input_check_section,
@@ -149,3 +150,23 @@ def test_the_input_check_section_says_how_the_views_are_combined(
     text = " ".join(_input_check_section(manifest.model_copy(update={"input_check": spec})))
     assert says in text
     assert "The threshold, 5.000," in text
+
+
+def test_the_card_gives_the_bound_the_abstention_threshold_was_chosen_by() -> None:
+    selection = {"abstain_val_coverage": 0.391, "abstain_val_accuracy_kept": 0.978}
+    assert " ".join(_abstention_lines(selection)) == (
+        "On validation that leaves 39.1% of the images answered without doubt, 97.8% of them correctly;"
+        " the test split's figures are in the tables of the metrics section."
+    )  # a manifest from before the bound
+    bounded = {
+        **selection,
+        "abstain_goal_confidence": 0.95,
+        "abstain_goal_reached": True,
+        "abstain_val_accuracy_kept_lower_bound": 0.9512,
+    }
+    text = " ".join(_abstention_lines(bounded))
+    assert "97.8% of them correctly (with 95% confidence at least 95.1%:" in text
+    assert "no threshold reached" not in text
+    missed = " ".join(_abstention_lines({**bounded, "abstain_goal_reached": False}))
+    assert "no threshold reached the goal, so this is the most the ensemble abstains on" in missed
+    assert _abstention_lines({}) == []

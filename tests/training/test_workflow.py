@@ -60,6 +60,12 @@ def test_manifest_has_three_verified_models_with_calibration_and_records(trained
     assert {"unweighted_val_macro_f1", "best_weights", "single_model_val_macro_f1"} <= set(
         ensembles.selection
     )
+    # abstain_below is chosen by the binomial bound of the answered cases' validation accuracy.
+    selection = ensembles.selection
+    assert selection["abstain_goal_confidence"] == 0.95
+    bound = selection["abstain_val_accuracy_kept_lower_bound"]
+    assert 0 <= bound <= selection["abstain_val_accuracy_kept"]
+    assert selection["abstain_goal_reached"] == (bound >= selection["abstain_goal_accuracy"])
     weighted = {UNWEIGHTED_MEAN} if ensembles.classic.weights is not None else set()
     assert set(ensembles.metrics["test"]) == {"classic", "confidence", *weighted}
 
