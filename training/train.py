@@ -12,6 +12,8 @@ A run folder holds everything about one network's training:
     history.csv      per-epoch loss, accuracy, learning rate, validation macro-F1, elapsed seconds
     summary.json     what the export writes into the manifest's `training` record
 
+A checkpoint is written whole into `checkpoint.pending/` first and then moved into place
+(`commit_checkpoint`), so a process killed while saving leaves the previous checkpoint intact.
 Resuming continues from `last.keras` and `state.json`: weights, optimizer moments and step, the
 dropout generators' state, the learning rate (a function of the epoch) and the batches (a
 function of seed, epoch and step) are those an uninterrupted run would have had.
@@ -25,6 +27,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +49,14 @@ from training.pipeline import TrainingBatches
 from training.precision import choose_precision
 
 logger = logging.getLogger(__name__)
+
+#: A checkpoint is written whole into this subfolder of the run, then moved into place.
+PENDING_DIR = "checkpoint.pending"
+#: Written into `PENDING_DIR` once every file of the checkpoint is there.
+PENDING_COMPLETE = "complete"
+#: A checkpoint's files in the order they are moved into place: `state.json`, which says which
+#: epoch the others belong to, last.
+CHECKPOINT_FILES = ("last.keras", "best.keras", "history.csv", "state.json")
 
 
 @dataclass(frozen=True)
@@ -247,20 +258,54 @@ class RunControl(keras.callbacks.Callback):
         self.model.stop_training = True  # fit_network raises it; `xray train` logs it and exits 1
 
     def checkpoint(self) -> None:
-        """Write last.keras, best.keras, state.json and history.csv (state last, so it never runs ahead)."""
-        self.model.save(self.run_dir / "last.keras")
+        """Write last.keras, best.keras, history.csv and state.json as one set (`commit_checkpoint`)."""
+        pending = self.run_dir / PENDING_DIR
+        shutil.rmtree(pending, ignore_errors=True)  # a partial set a killed process left
+        pending.mkdir()
+        self.model.save(pending / "last.keras")
         if self.best_weights is not None:
             current = self.model.get_weights()
             self.model.set_weights(self.best_weights)
-            self.model.save(self.run_dir / "best.keras")
+            self.model.save(pending / "best.keras")
             self.model.set_weights(current)
-            self.best_weights = None  # on disk now
-        write_history(self.run_dir / "history.csv", self.state.history)
+        write_history(pending / "history.csv", self.state.history)
         self.state.seed_states = [
             [int(v) for v in keras.ops.convert_to_numpy(variable)] for variable in seed_variables(self.model)
         ]
-        (self.run_dir / "state.json").write_text(json.dumps(self.state.__dict__))
+        (pending / "state.json").write_text(json.dumps(self.state.__dict__))
+        for path in pending.iterdir():
+            _flush_to_disk(path)  # a machine taken back loses what only the page cache held
+        (pending / PENDING_COMPLETE).touch()
+        commit_checkpoint(self.run_dir)
+        self.best_weights = None  # on disk now
         self.saved_epochs = self.state.epoch + 1
+
+
+def _flush_to_disk(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def commit_checkpoint(run_dir: Path) -> None:
+    """Move a whole pending checkpoint into place, or drop a partial one.
+
+    A run's process can be killed at any moment (a session ends, the machine is taken back):
+    saving InceptionResNetV2 with its optimizer state takes seconds, and a `last.keras` cut off
+    halfway would lose the run. So a checkpoint is first written whole into `PENDING_DIR` and
+    only then moved into place, file by file, by atomic renames. Called after each checkpoint
+    and before a resume: a set without `PENDING_COMPLETE` is dropped (the previous checkpoint
+    stays as it was); a complete one that was not yet all moved is moved the rest of the way.
+    """
+    pending = run_dir / PENDING_DIR
+    if not pending.is_dir():
+        return
+    if (pending / PENDING_COMPLETE).is_file():
+        for name in CHECKPOINT_FILES:
+            if (pending / name).is_file():
+                os.replace(pending / name, run_dir / name)
+    else:
+        logger.warning("dropping the partial checkpoint a stopped process left in %s", pending)
+    shutil.rmtree(pending)
 
 
 def start_from(model: keras.Model, path: Path) -> None:
@@ -516,6 +561,8 @@ def fit_network(
         if config.init_weights:
             start_from(model, Path(config.init_weights))
             logger.info("%s starts from the weights of %s", config.arch, config.init_weights)
+        if resume:
+            commit_checkpoint(run_dir)
         if resume and (run_dir / "last.keras").is_file() and (run_dir / "state.json").is_file():
             state = RunState.load(run_dir / "state.json")
             model = keras.models.load_model(run_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)

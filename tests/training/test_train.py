@@ -18,11 +18,15 @@ from training.data import read_dataset, split_by_group
 from training.distill import write_teacher_probabilities
 from training.fused_batchnorm import fuse_batch_norms
 from training.train import (
+    CHECKPOINT_FILES,
     CUSTOM_OBJECTS,
+    PENDING_COMPLETE,
+    PENDING_DIR,
     RunControl,
     RunState,
     TrainingData,
     TrainingDivergedError,
+    commit_checkpoint,
     fit_network,
     learning_rate_at,
     make_strategy,
@@ -92,6 +96,60 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
         assert whole_state[key] == split_state[key], key
     rates = [row["learning_rate"] for row in split_state["history"]]
     assert rates == [row["learning_rate"] for row in whole_state["history"]]
+
+
+@pytest.mark.slow
+def test_a_process_killed_while_saving_a_checkpoint_resumes_from_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(arch="scratch", image_size=32, epochs=1, batch_size=6, precision="float32", seed=3)
+    run = tmp_path / "run"
+    fit_network(config, _tiny_data(), run, workers=1)
+    saved = {name: (run / name).read_bytes() for name in CHECKPOINT_FILES}
+
+    def killed_halfway(self: keras.Model, path: Path, *args: object, **kwargs: object) -> None:
+        Path(path).write_bytes(b"PK\x03\x04 cut off")  # the start of a zip, then nothing
+        raise _InterruptedError
+
+    monkeypatch.setattr(keras.Model, "save", killed_halfway)
+    with pytest.raises(_InterruptedError):
+        fit_network(config.model_copy(update={"epochs": 2}), _tiny_data(), run, resume=True, workers=1)
+    assert {name: (run / name).read_bytes() for name in CHECKPOINT_FILES} == saved
+    assert (run / PENDING_DIR / "last.keras").is_file()  # the cut-off file, set aside
+    monkeypatch.undo()
+
+    result = fit_network(config.model_copy(update={"epochs": 2}), _tiny_data(), run, resume=True, workers=1)
+    assert result.epochs_run == 1
+    assert [row["epoch"] for row in json.loads((run / "state.json").read_text())["history"]] == [0, 1]
+    assert not (run / PENDING_DIR).exists()
+
+
+def test_a_whole_pending_checkpoint_is_moved_the_rest_of_the_way_and_a_partial_one_dropped(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    pending = run / PENDING_DIR
+    pending.mkdir(parents=True)
+    for name in CHECKPOINT_FILES:
+        (run / name).write_text(f"old {name}")
+    # Killed after moving last.keras: the rest of the whole set is still pending.
+    for name in CHECKPOINT_FILES[1:]:
+        (pending / name).write_text(f"new {name}")
+    (pending / PENDING_COMPLETE).touch()
+    (run / "last.keras").write_text("new last.keras")
+    commit_checkpoint(run)
+    assert {name: (run / name).read_text() for name in CHECKPOINT_FILES} == {
+        name: f"new {name}" for name in CHECKPOINT_FILES
+    }
+    assert not pending.exists()
+
+    # Killed while writing: no completion mark, so the set is dropped and nothing moves.
+    pending.mkdir()
+    (pending / "last.keras").write_text("partial")
+    commit_checkpoint(run)
+    assert (run / "last.keras").read_text() == "new last.keras"
+    assert not pending.exists()
+    commit_checkpoint(run)  # nothing pending: nothing to do
 
 
 @pytest.mark.slow
