@@ -255,18 +255,18 @@ def choose_abstain_threshold(
     agree = np.all(tops == tops[0], axis=0) if count_disagreement else np.ones(count, dtype=bool)
     # Candidate thresholds: 0 and every distinct confidence; a threshold keeps the cases at or above it.
     candidates = np.concatenate([[0.0], np.unique(confidences)])
-    fallback: AbstainChoice | None = None
+    choice: AbstainChoice | None = None
     for threshold in candidates:
         kept = (confidences >= threshold) & agree
         coverage = float(kept.mean())
-        if fallback is not None and coverage < 1 - max_abstain - 1e-12:
+        if choice is not None and coverage < 1 - max_abstain - 1e-12:
             break  # threshold 0 (abstaining only where the models disagree) is always a candidate
         right, answered = int(correct[kept].sum()), int(kept.sum())
         accuracy = right / answered if answered else 1.0
         bound = None if confidence is None else accuracy_lower_bound(right, answered, confidence)
         reached = (accuracy if bound is None else bound) >= target_accuracy
-        fallback = AbstainChoice(float(threshold), coverage, accuracy, bound, reached)
+        choice = AbstainChoice(float(threshold), coverage, accuracy, bound, reached)
         if reached:
             break
-    assert fallback is not None
-    return fallback
+    assert choice is not None  # threshold 0 is always scored
+    return choice
