@@ -44,6 +44,7 @@ from training.architectures.common import BuiltModel
 from training.config import CLASSES, TrainConfig
 from training.data import Record, archive_balanced_weights, archives_of, class_weights, labels_of
 from training.distill import distillation_targets
+from training.fused_adamw import FusedAdamW, fuse_optimizer
 from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
 from training.precision import choose_precision
@@ -412,7 +413,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     fused = fuse_batch_norms(model)  # TensorFlow backend only; the checkpoint's weights are unchanged
     if fused:
         logger.info("%d batch-norm layers run on the fused kernel", fused)
-    optimizer = keras.optimizers.AdamW(
+    optimizer = FusedAdamW(  # Keras's AdamW on fused kernels where TensorFlow computes it
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
     )
     loss: keras.losses.Loss
@@ -566,6 +567,7 @@ def fit_network(
         if resume and (run_dir / "last.keras").is_file() and (run_dir / "state.json").is_file():
             state = RunState.load(run_dir / "state.json")
             model = keras.models.load_model(run_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)
+            fuse_optimizer(model)  # a checkpoint written before the fused optimizer holds Keras's AdamW
             for variable, value in zip(seed_variables(model), state.seed_states, strict=False):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
             logger.info(
@@ -646,4 +648,5 @@ def fit_network(
 CUSTOM_OBJECTS: dict[str, Any] = {
     "_SmoothedSparseCrossentropy": _SmoothedSparseCrossentropy,
     "FusedBatchNormalization": FusedBatchNormalization,
+    "FusedAdamW": FusedAdamW,
 }
