@@ -15,6 +15,14 @@ One configuration runs in this process and prints its table, then, as the last l
 object (`arch`, `size`, `batch`, `precision` actually used, `img_per_s`, …). Several run one after
 another, each in a fresh process (the dtype policy is process-wide), and end with one JSON object
 holding all rows.
+
+This machine's speed drifts by 10-20 % within minutes, more than the difference a change is
+measured for. `--paired` times the precisions of each network and size in one process instead, a
+step of each in turn on the same batch, and gives each row `vs_first`, its median step-by-step
+speed relative to the first precision:
+
+    python -m bench.train_throughput --arch inception_resnet_v2 --paired \\
+        --precision float32 --precision auto --steps 16
 """
 
 from __future__ import annotations
@@ -45,6 +53,20 @@ logger = logging.getLogger("bench.train_throughput")
 
 def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup: int = 2) -> dict[str, Any]:
     """Time `steps` training steps of `arch` at `size` with batches of `batch` in `precision`."""
+    return measure_paired(arch, size, batch, steps, [precision], warmup)[0]
+
+
+def measure_paired(
+    arch: str, size: int, batch: int, steps: int, precisions: list[str], warmup: int = 2
+) -> list[dict[str, Any]]:
+    """Time `arch` in each of `precisions` in this process, one step of each in turn.
+
+    This machine's speed drifts by 10-20 % within minutes, so two precisions timed one after the
+    other can differ by the drift alone. Here each model (one per precision, built under its dtype
+    policy) trains on the same batch in turn, the order alternating from step to step, so the
+    drift reaches all of them alike; each row's `vs_first` is the median of its step-by-step speed
+    ratios to the first precision's model.
+    """
     import keras
     import numpy as np
 
@@ -53,11 +75,17 @@ def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup
     from training.precision import choose_precision
     from training.train import _compile
 
-    keras.utils.set_random_seed(0)
-    choice = choose_precision(precision)  # type: ignore[arg-type]
-    keras.mixed_precision.set_global_policy(choice.policy)
-    model = _network(arch, size)
-    _compile(model, TrainConfig(arch="scratch", label_smoothing=0.1))
+    chosen, models = [], []
+    for precision in precisions:
+        choice = choose_precision(precision)  # type: ignore[arg-type]
+        keras.mixed_precision.set_global_policy(choice.policy)
+        keras.utils.set_random_seed(0)
+        model = _network(arch, size)
+        _compile(model, TrainConfig(arch="scratch", label_smoothing=0.1))
+        chosen.append(choice.precision)
+        models.append(model)
+    keras.mixed_precision.set_global_policy("float32")
+    float_model = _network(arch, size)
     rng = np.random.default_rng(0)
     count = batch * 4
     cpus = available_cpus()
@@ -69,30 +97,51 @@ def measure(arch: str, size: int, batch: int, steps: int, precision: str, warmup
         augment=AugmentConfig(),
     )
     stream = batches.stream()
-    started = time.perf_counter()
-    for _ in range(warmup):
-        model.train_on_batch(*next(stream))
-    first = time.perf_counter() - started
+    first = [0.0] * len(models)
+    for _ in range(warmup):  # tracing and compilation, timed apart
+        arrays = next(stream)
+        for index, model in enumerate(models):
+            started = time.perf_counter()
+            model.train_on_batch(*arrays)
+            first[index] += time.perf_counter() - started
     built_before = batches.build_seconds
-    started = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(*next(stream))
-    elapsed = time.perf_counter() - started
-    keras.mixed_precision.set_global_policy("float32")
-    float_model = _network(arch, size)
-    return {
-        "arch": arch,
-        "size": size,
-        "batch": batch,
-        "precision": choice.precision,
+    times: list[list[float]] = [[] for _ in models]
+    for step in range(steps):
+        arrays = next(stream)  # the same batch for every model
+        order = range(len(models)) if step % 2 == 0 else reversed(range(len(models)))
+        for index in order:
+            started = time.perf_counter()
+            models[index].train_on_batch(*arrays)
+            times[index].append(time.perf_counter() - started)
+    elapsed = sum(map(sum, times))
+    pipeline_share = (batches.build_seconds - built_before) / (elapsed * cpus)
+    described = {
         "params_m": round(count_params(float_model) / 1e6, 2),
         "forward_gflops": round(count_flops(float_model) / 1e9, 2),
-        "first_steps_s": round(first, 1),
-        "step_s": round(elapsed / steps, 3),
-        "img_per_s": round(batch * steps / elapsed, 2),
-        # The pipeline's CPU time per step as a share of the CPU time a step has on this machine.
-        "pipeline_cpu_share": round((batches.build_seconds - built_before) / (elapsed * cpus), 4),
     }
+    return [
+        {
+            "arch": arch,
+            "size": size,
+            "batch": batch,
+            "precision": precision,
+            **described,
+            "first_steps_s": round(first[index], 1),
+            "step_s": round(sum(times[index]) / steps, 3),
+            "img_per_s": round(batch * steps / sum(times[index]), 2),
+            **({"vs_first": _median_ratio(times[0], times[index])} if len(models) > 1 else {}),
+            # The pipeline's CPU time per step as a share of the CPU time a step has on this machine.
+            "pipeline_cpu_share": round(pipeline_share, 4),
+        }
+        for index, precision in enumerate(chosen)
+    ]
+
+
+def _median_ratio(reference: list[float], other: list[float]) -> float:
+    """The median over steps of how much faster `other`'s step was than `reference`'s."""
+    import statistics
+
+    return round(statistics.median(a / b for a, b in zip(reference, other, strict=True)), 3)
 
 
 def _network(arch: str, size: int) -> Any:
@@ -119,9 +168,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=8, help="timed steps, after 2 untimed ones")
     parser.add_argument("--precision", action="append", choices=PRECISIONS, help="repeatable; default auto")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="time the precisions of each network and size in one process, a step of each in turn "
+        "(robust to the machine's drift; rows gain vs_first, the speed relative to the first precision)",
+    )
     parser.add_argument("--json", type=Path, default=Path("runs/bench/train_throughput.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.paired:
+        precisions = args.precision or ["float32", "auto"]
+        rows = [
+            row
+            for arch, size in itertools.product(args.arch or ARCHITECTURES, args.size or [224])
+            for row in measure_paired(arch, size, args.batch, args.steps, precisions)
+        ]
+        publish(_title(), rows, args.json)
+        print(json.dumps(rows[0] if len(rows) == 1 else {"rows": rows}))
+        return
     configs = list(
         itertools.product(args.arch or ARCHITECTURES, args.size or [224], args.precision or ["auto"])
     )

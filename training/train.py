@@ -567,7 +567,8 @@ def fit_network(
         if resume and (run_dir / "last.keras").is_file() and (run_dir / "state.json").is_file():
             state = RunState.load(run_dir / "state.json")
             model = keras.models.load_model(run_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)
-            fuse_optimizer(model)  # a checkpoint written before the fused optimizer holds Keras's AdamW
+            if fuse_optimizer(model):  # a checkpoint written before the fused optimizer holds Keras's AdamW
+                logger.info("the checkpoint's AdamW continues on the fused kernels")
             for variable, value in zip(seed_variables(model), state.seed_states, strict=False):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
             logger.info(
