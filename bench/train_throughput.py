@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=Path("runs/bench/train_throughput.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    configs = list(
+        itertools.product(args.arch or ARCHITECTURES, args.size or [224], args.precision or ["auto"])
+    )
     if args.paired:
         precisions = args.precision or ["float32", "auto"]
         rows = [
@@ -184,13 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             for arch, size in itertools.product(args.arch or ARCHITECTURES, args.size or [224])
             for row in measure_paired(arch, size, args.batch, args.steps, precisions)
         ]
-        publish(_title(), rows, args.json)
-        print(json.dumps(rows[0] if len(rows) == 1 else {"rows": rows}))
-        return
-    configs = list(
-        itertools.product(args.arch or ARCHITECTURES, args.size or [224], args.precision or ["auto"])
-    )
-    if len(configs) == 1:
+    elif len(configs) == 1:
         arch, size, precision = configs[0]
         rows = [measure(arch, size, args.batch, args.steps, precision)]
     else:
