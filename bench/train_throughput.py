@@ -67,35 +67,12 @@ def measure_paired(
     drift reaches all of them alike; each row's `vs_first` is the median of its step-by-step speed
     ratios to the first precision's model.
     """
-    import keras
-    import numpy as np
-
     from training.flops import count_flops, count_params
-    from training.pipeline import TrainingBatches
-    from training.precision import choose_precision
-    from training.train import _compile
 
-    chosen, models = [], []
-    for precision in precisions:
-        choice = choose_precision(precision)  # type: ignore[arg-type]
-        keras.mixed_precision.set_global_policy(choice.policy)
-        keras.utils.set_random_seed(0)
-        model = _network(arch, size)
-        _compile(model, TrainConfig(arch="scratch", label_smoothing=0.1))
-        chosen.append(choice.precision)
-        models.append(model)
-    keras.mixed_precision.set_global_policy("float32")
+    chosen, models = zip(*(training_model(arch, size, precision) for precision in precisions), strict=True)
     float_model = _network(arch, size)
-    rng = np.random.default_rng(0)
-    count = batch * 4
     cpus = available_cpus()
-    batches = TrainingBatches(
-        rng.integers(0, 256, (count, size, size), dtype=np.uint8),
-        rng.integers(0, 3, count),
-        batch_size=batch,
-        seed=0,
-        augment=AugmentConfig(),
-    )
+    batches = random_batches(size, batch)
     stream = batches.stream()
     first = [0.0] * len(models)
     for _ in range(warmup):  # tracing and compilation, timed apart
@@ -135,6 +112,44 @@ def measure_paired(
         }
         for index, precision in enumerate(chosen)
     ]
+
+
+def training_model(arch: str, size: int, precision: str) -> tuple[str, Any]:
+    """`arch` built under `precision`'s dtype policy and compiled as `xray train` compiles it.
+
+    Returns the precision actually used and the model; the global dtype policy is left float32.
+    """
+    import keras
+
+    from training.precision import choose_precision
+    from training.train import _compile
+
+    choice = choose_precision(precision)  # type: ignore[arg-type]
+    keras.mixed_precision.set_global_policy(choice.policy)
+    try:
+        keras.utils.set_random_seed(0)
+        model = _network(arch, size)
+        _compile(model, TrainConfig(arch="scratch", label_smoothing=0.1))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return choice.precision, model
+
+
+def random_batches(size: int, batch: int) -> Any:
+    """The training input pipeline (`TrainingBatches`) over four batches of random uint8 images."""
+    import numpy as np
+
+    from training.pipeline import TrainingBatches
+
+    rng = np.random.default_rng(0)
+    count = batch * 4
+    return TrainingBatches(
+        rng.integers(0, 256, (count, size, size), dtype=np.uint8),
+        rng.integers(0, 3, count),
+        batch_size=batch,
+        seed=0,
+        augment=AugmentConfig(),
+    )
 
 
 def _median_ratio(reference: list[float], other: list[float]) -> float:

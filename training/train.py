@@ -47,7 +47,7 @@ from training.distill import distillation_targets
 from training.fused_adamw import FusedAdamW, fuse_optimizer
 from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
-from training.precision import choose_precision
+from training.precision import choose_precision, float32_depthwise
 
 logger = logging.getLogger(__name__)
 
@@ -413,6 +413,7 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     fused = fuse_batch_norms(model)  # TensorFlow backend only; the checkpoint's weights are unchanged
     if fused:
         logger.info("%d batch-norm layers run on the fused kernel", fused)
+    _depthwise_in_float32(model)
     optimizer = FusedAdamW(  # Keras's AdamW on fused kernels where TensorFlow computes it
         learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
     )
@@ -424,6 +425,11 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     else:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def _depthwise_in_float32(model: keras.Model) -> None:
+    if changed := float32_depthwise(model):
+        logger.info("%d depthwise convolutions compute in float32 (bfloat16 is slower there)", changed)
 
 
 class _SmoothedSparseCrossentropy(keras.losses.Loss):
@@ -569,6 +575,7 @@ def fit_network(
             model = keras.models.load_model(run_dir / "last.keras", custom_objects=CUSTOM_OBJECTS)
             if fuse_optimizer(model):  # a checkpoint written before the fused optimizer holds Keras's AdamW
                 logger.info("the checkpoint's AdamW continues on the fused kernels")
+            _depthwise_in_float32(model)  # as in a checkpoint written before the change
             for variable, value in zip(seed_variables(model), state.seed_states, strict=False):
                 variable.assign(np.asarray(value, dtype=variable.dtype))
             logger.info(

@@ -60,3 +60,30 @@ def test_a_fused_checkpoint_reloads_with_the_same_weights(tmp_path: Path) -> Non
         np.testing.assert_array_equal(
             keras.ops.convert_to_numpy(saved.value), keras.ops.convert_to_numpy(loaded.value)
         )
+
+
+@pytest.mark.parametrize(("channels", "kernel_dtype"), [(24, "float32"), (32, "bfloat16")])
+def test_bfloat16_channels_off_the_kernel_block_normalise_in_float32(
+    channels: int, kernel_dtype: str
+) -> None:
+    import tensorflow as tf
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        fused = FusedBatchNormalization()
+        plain = keras.layers.BatchNormalization()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    images = np.random.default_rng(2).normal(3.0, 2.0, (4, 6, 6, channels)).astype("float32")
+    for layer in (fused, plain):
+        layer.build(images.shape)
+    graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(tf.constant(images)).graph
+    (kernel,) = [op for op in graph.get_operations() if op.type == "FusedBatchNormV3"]
+    assert kernel.get_attr("T") == tf.as_dtype(kernel_dtype)  # off the 16-channel block: float32
+    outputs = fused(images, training=True)
+    assert outputs.dtype == "bfloat16"  # the layer's compute dtype, whichever kernel ran
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(outputs, "float32")),
+        keras.ops.convert_to_numpy(keras.ops.cast(plain(images, training=True), "float32")),
+        atol=0.05,
+    )

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from training.config import TrainConfig
-from training.precision import Accelerator, choose_precision, cpu_flags, detect_accelerators
+from training.precision import (
+    Accelerator,
+    choose_precision,
+    cpu_flags,
+    detect_accelerators,
+    float32_depthwise,
+)
 
 CPU_WITH_BF16 = [Accelerator("cpu", "cpu (avx512_bf16)", True)]
 CPU_WITHOUT = [Accelerator("cpu", "cpu", False)]
@@ -64,3 +71,43 @@ def test_configs_from_before_precision_still_load() -> None:
     assert TrainConfig(arch="scratch", mixed_precision=True).precision == "float16"  # type: ignore[call-arg]
     assert TrainConfig(arch="scratch", mixed_precision=False).precision == "float32"  # type: ignore[call-arg]
     assert TrainConfig(arch="scratch").precision == "auto"
+
+
+def _depthwise_model(policy: str) -> Any:
+    import keras
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        inputs = keras.Input((16, 16, 16))
+        x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", name="depthwise")(inputs)
+        x = keras.layers.Conv2D(16, 1, name="pointwise")(x)
+        outputs = keras.layers.Dense(3, dtype="float32", name="logits")(
+            keras.layers.GlobalAveragePooling2D()(x)
+        )
+        return keras.Model(inputs, outputs)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_bfloat16_depthwise_convolutions_compute_in_float32_and_stay_so_in_checkpoints(
+    tmp_path: Path,
+) -> None:
+    import keras
+    import numpy as np
+
+    model = _depthwise_model("mixed_bfloat16")
+    assert float32_depthwise(model) == 1
+    assert model.get_layer("depthwise").compute_dtype == "float32"
+    assert model.get_layer("pointwise").compute_dtype == "bfloat16"  # dense convolutions keep bfloat16
+    assert all(variable.dtype == "float32" for variable in model.weights)
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    images = np.random.default_rng(0).normal(size=(4, 16, 16, 16)).astype("float32")
+    assert np.isfinite(float(model.train_on_batch(images, np.arange(4) % 3)))
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.models.load_model(tmp_path / "model.keras")
+    assert reloaded.get_layer("depthwise").compute_dtype == "float32"
+    assert float32_depthwise(reloaded) == 0  # nothing left to change
+
+
+def test_float32_training_has_no_depthwise_to_change() -> None:
+    assert float32_depthwise(_depthwise_model("float32")) == 0
