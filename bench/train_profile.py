@@ -37,8 +37,6 @@ from training.architectures import ARCHITECTURES
 from training.architectures.baselines import BASELINES
 from training.precision import PRECISIONS
 
-logger = logging.getLogger("bench.train_profile")
-
 #: Op types whose kernels are oneDNN's (TensorFlow's layout pass renames them `_Mkl…`).
 ONEDNN_PREFIX = "_Mkl"
 #: Profiler events on an executor thread that are bookkeeping, not ops.
@@ -90,11 +88,11 @@ def op_self_times(xspace: bytes, steps: int) -> dict[str, float]:
 
 def profile(
     arch: str, size: int, batch: int, steps: int, precision: str, warmup: int = 2
-) -> tuple[str, dict[str, float]]:
-    """The precision used and the op types' self times (ms per step) of `steps` profiled steps."""
+) -> dict[str, float]:
+    """The op types' self times (ms per step) of `steps` profiled training steps in `precision`."""
     import tensorflow as tf
 
-    used, model = training_model(arch, size, precision)
+    _, model = training_model(arch, size, precision)
     arrays = next(random_batches(size, batch).stream())
     for _ in range(warmup):  # tracing and compilation, left out
         model.train_on_batch(*arrays)
@@ -106,7 +104,7 @@ def profile(
         finally:
             tf.profiler.experimental.stop()
         (trace,) = Path(logdir).rglob("*.xplane.pb")
-        return used, op_self_times(trace.read_bytes(), steps)
+        return op_self_times(trace.read_bytes(), steps)
 
 
 def table(precisions: list[str], times: list[dict[str, float]], top: int) -> list[dict[str, Any]]:
@@ -166,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     precisions = [choose_precision(p).precision for p in args.precision or ["float32", "auto"]]  # type: ignore[arg-type]
     if len(set(precisions)) < len(precisions):
         parser.error(f"the precisions resolve to {', '.join(precisions)}: each may be profiled once")
-    times = [profile(args.arch, args.size, args.batch, args.steps, precision)[1] for precision in precisions]
+    times = [profile(args.arch, args.size, args.batch, args.steps, precision) for precision in precisions]
     rows = table(precisions, times, args.top)
     title = "Self time per training step (ms, summed over threads)"
     publish(f"{title}, {args.arch} {args.size} px, batch {args.batch}", rows, args.json)
