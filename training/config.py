@@ -92,6 +92,14 @@ class TrainConfig(BaseModel):
         description="batch-norm moving-average momentum for every network; Keras' 0.99 needs ~700 steps "
         "before inference-mode statistics are usable, several epochs of a dataset this size",
     )
+    weight_average: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the trainable weights with this momentum per "
+        "step (Polyak averaging); validation, early stopping and `best.keras` then use the average, and "
+        "the history also records the live weights' score (`val_macro_f1_live`); default: off",
+    )
     patience: int = Field(default=6, ge=1, description="epochs without a better validation macro-F1")
     weights: str = Field(default="none", description="`imagenet`, a local weights file, or `none`")
     init_weights: str | None = Field(

@@ -180,6 +180,7 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
         ("label smoothing", config.get("label_smoothing")),
         ("dropout before the head", config.get("dropout")),
         ("batch-norm momentum", config.get("bn_momentum")),
+        ("weight average (momentum per step)", config.get("weight_average")),
         (
             "class weights",
             "balanced within each archive (source and stored size), then across classes"

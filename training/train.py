@@ -48,6 +48,7 @@ from training.fused_adamw import FusedAdamW, fuse_optimizer
 from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
 from training.precision import choose_precision, float32_depthwise
+from training.weight_average import averaged_weights, has_weight_average
 
 logger = logging.getLogger(__name__)
 
@@ -210,17 +211,23 @@ class RunControl(keras.callbacks.Callback):
         if not math.isfinite(loss) or loss > self.diverged_factor * math.log(len(CLASSES)):
             self._stop_diverged(epoch, loss)
             return
-        logits = predict_logits(self.model, self.data.val_images, max(self.config.batch_size, 32))
-        score = float(f1_score(self.data.val_labels, logits.argmax(axis=1), average="macro"))
+        scored: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if has_weight_average(self.model):
+            logs["val_macro_f1_live"] = self._val_macro_f1()
+            scored = averaged_weights(self.model)  # the average is what is scored, kept and exported
+        with scored:
+            score = self._val_macro_f1()
+            better = score > self.state.best_val_macro_f1
+            if better:
+                self.best_weights = self.model.get_weights()
         logs["val_macro_f1"] = score
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs["elapsed_seconds"] = round(self.elapsed(), 1)
         self.state.epoch = epoch
         self.state.seconds = self.elapsed()
         self.epoch_seconds.append(self.clock() - self.epoch_started)
-        if score > self.state.best_val_macro_f1:
+        if better:
             self.state.best_val_macro_f1, self.state.waited, self.state.best_epoch = score, 0, epoch
-            self.best_weights = self.model.get_weights()
         else:
             self.state.waited += 1
         self._replan(epoch)
@@ -230,13 +237,14 @@ class RunControl(keras.callbacks.Callback):
             self.checkpoint()
         left = (self.state.planned_epochs - epoch - 1) * (self.clock() - self.epoch_started)
         logger.info(
-            "%s epoch %d/%d: loss %.4f, val macro-F1 %.4f (best %.4f at %d), lr %.2e, %.0fs; "
+            "%s epoch %d/%d: loss %.4f, val macro-F1 %.4f%s (best %.4f at %d), lr %.2e, %.0fs; "
             "about %.0f min left",
             self.config.arch,
             epoch + 1,
             self.state.planned_epochs,
             logs.get("loss", float("nan")),
             score,
+            f" averaged, {logs['val_macro_f1_live']:.4f} live" if "val_macro_f1_live" in logs else "",
             self.state.best_val_macro_f1,
             self.state.best_epoch + 1,
             logs["learning_rate"],
@@ -247,6 +255,10 @@ class RunControl(keras.callbacks.Callback):
             logger.info("no better validation macro-F1 for %d epochs: stopping", self.config.patience)
         if stop:
             self.model.stop_training = True
+
+    def _val_macro_f1(self) -> float:
+        logits = predict_logits(self.model, self.data.val_images, max(self.config.batch_size, 32))
+        return float(f1_score(self.data.val_labels, logits.argmax(axis=1), average="macro"))
 
     def _stop_diverged(self, epoch: int, loss: float) -> None:
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -414,8 +426,13 @@ def _compile(model: keras.Model, config: TrainConfig) -> None:
     if fused:
         logger.info("%d batch-norm layers run on the fused kernel", fused)
     _depthwise_in_float32(model)
+    average = config.weight_average
     optimizer = FusedAdamW(  # Keras's AdamW on fused kernels where TensorFlow computes it
-        learning_rate=config.learning_rate, weight_decay=config.weight_decay, clipnorm=1.0
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        clipnorm=1.0,
+        use_ema=average is not None,
+        ema_momentum=average if average is not None else 0.99,
     )
     loss: keras.losses.Loss
     if config.soft_labels:  # the batches carry class probabilities, not class indices

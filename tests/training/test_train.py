@@ -63,10 +63,14 @@ class _InterruptedError(Exception):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("weight_average", [None, 0.9])
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weight_average: float | None
 ) -> None:
-    config = TrainConfig(arch="scratch", image_size=32, epochs=3, batch_size=6, precision="float32", seed=3)
+    config = TrainConfig(
+        arch="scratch", image_size=32, epochs=3, batch_size=6, precision="float32", seed=3,
+        weight_average=weight_average,
+    )  # fmt: skip
     data = _tiny_data()
     fit_network(config, data, tmp_path / "whole", workers=1)
 
@@ -90,6 +94,11 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
     assert int(whole.optimizer.iterations) == int(split.optimizer.iterations) == 9
     for a, b in zip(whole.get_weights(), split.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # The optimizer's state, the moving average of the weights among it, carries over too.
+    for a, b in zip(whole.optimizer.variables, split.optimizer.variables, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-4, atol=1e-5
+        )
     whole_state = json.loads((tmp_path / "whole" / "state.json").read_text())
     split_state = json.loads((tmp_path / "split" / "state.json").read_text())
     for key in ("epoch", "best_epoch", "best_val_macro_f1", "waited", "planned_epochs"):
