@@ -48,7 +48,7 @@ from training.fused_adamw import FusedAdamW, fuse_optimizer
 from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
 from training.precision import choose_precision, float32_depthwise
-from training.weight_average import averaged_weights, has_weight_average
+from training.weight_average import averaged_weights, has_weight_average, recalibration_batches
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,11 @@ class RunControl(keras.callbacks.Callback):
         scored: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if has_weight_average(self.model):
             logs["val_macro_f1_live"] = self._val_macro_f1()
-            scored = averaged_weights(self.model)  # the average is what is scored, kept and exported
+            # The average is what is scored, kept and exported, with batch-norm statistics of its own.
+            batches = recalibration_batches(
+                self.data.train_images, self.config.batch_size, [self.config.seed, epoch]
+            )
+            scored = averaged_weights(self.model, batches)
         with scored:
             score = self._val_macro_f1()
             better = score > self.state.best_val_macro_f1

@@ -12,11 +12,17 @@ import pytest
 from tests.training.test_train import _tiny_data
 from training.config import TrainConfig
 from training.train import CUSTOM_OBJECTS, fit_network
-from training.weight_average import averaged_weights, has_weight_average
+from training.weight_average import (
+    RECALIBRATION_IMAGES,
+    averaged_weights,
+    has_weight_average,
+    recalibration_batches,
+    recompute_batch_norm_statistics,
+)
 
 
 def _trained_dense(use_ema: bool) -> keras.Model:
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=0.1, use_ema=use_ema, ema_momentum=0.9), loss="mse"
     )
@@ -33,7 +39,8 @@ def test_the_average_is_in_the_model_only_within_the_block_even_when_it_raises()
     assert not np.allclose(live[0], average[0])  # after eight steps at momentum 0.9 they differ
 
     with averaged_weights(model):
-        for inside, expected in zip(model.get_weights(), average, strict=True):
+        inside_weights = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        for inside, expected in zip(inside_weights, average, strict=True):
             np.testing.assert_array_equal(inside, expected)
     for after, expected in zip(model.get_weights(), live, strict=True):
         np.testing.assert_array_equal(after, expected)
@@ -42,6 +49,43 @@ def test_the_average_is_in_the_model_only_within_the_block_even_when_it_raises()
         raise RuntimeError
     for after, expected in zip(model.get_weights(), live, strict=True):
         np.testing.assert_array_equal(after, expected)
+
+
+def test_batch_norm_statistics_become_the_mean_over_the_batches_and_momentum_is_restored() -> None:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization(momentum=0.9)])
+    rng = np.random.default_rng(1)
+    batches = [rng.normal(loc=i, scale=1 + i, size=(8, 3)).astype(np.float32) for i in range(3)]
+    recompute_batch_norm_statistics(model, batches)
+    norm = model.layers[0]
+    expected_mean = np.mean([batch.mean(axis=0) for batch in batches], axis=0)
+    expected_variance = np.mean([batch.var(axis=0) for batch in batches], axis=0)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), expected_mean, rtol=1e-5)
+    np.testing.assert_allclose(norm.moving_variance.numpy(), expected_variance, rtol=1e-4)
+    assert norm.momentum == 0.9
+
+
+def test_recalibrated_statistics_are_the_averages_inside_the_block_and_the_live_ones_after() -> None:
+    model = _trained_dense(use_ema=True)
+    live = [keras.ops.convert_to_numpy(v).copy() for v in model.non_trainable_variables]
+    batches = [np.random.default_rng(2).normal(size=(8, 4)).astype(np.float32)]
+    with averaged_weights(model, batches):
+        norm = model.layers[-1]
+        # One batch: the moving mean is the averaged network's mean activation on it.
+        features = model.layers[0](batches[0])
+        np.testing.assert_allclose(norm.moving_mean.numpy(), np.mean(features, axis=0), rtol=1e-5, atol=1e-6)
+    for after, expected in zip(model.non_trainable_variables, live, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(after), expected)
+
+
+def test_recalibration_takes_a_seeded_sample_of_unaugmented_images() -> None:
+    images = np.arange(600 * 2 * 2, dtype=np.uint8).reshape(600, 2, 2)
+    batches = recalibration_batches(images, 100, [42, 3])
+    assert [len(batch) for batch in batches] == [100] * 5 + [RECALIBRATION_IMAGES - 500]
+    assert batches[0].shape[1:] == (2, 2, 1)
+    assert batches[0].dtype == np.float32
+    again = recalibration_batches(images, 100, [42, 3])
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+    assert len(recalibration_batches(images[:10], 4, 0)) == 3  # fewer images than the sample: all of them
 
 
 def test_a_model_without_an_average_is_refused() -> None:
