@@ -2,10 +2,10 @@
 
 On a 2-core machine the input pipeline shares the CPU with the model, so each transform is one
 cheap pass over a uint8 image: one bilinear affine warp in Pillow's C code (which releases the
-GIL, so worker threads overlap with the training step) for rotation, zoom, shift and flip, and one
-256-entry look-up table for exposure (brightness and contrast). Each batch's randomness comes
-from a generator seeded by (seed, epoch, step), so a resumed run sees exactly the images an
-uninterrupted one would.
+GIL, so worker threads overlap with the training step) for rotation, zoom, shift and flip, and
+256-entry look-up tables for the tone curve (gamma) and exposure (brightness and contrast). Each
+batch's randomness comes from a generator seeded by (seed, epoch, step), so a resumed run sees
+exactly the images an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ def _exposure_table(config: AugmentConfig, mean: float, rng: np.random.Generator
     contrast = rng.uniform(1.0 - config.contrast, 1.0 + config.contrast)
     brightness = rng.uniform(-config.brightness, config.brightness) * 255.0
     levels = (np.arange(256, dtype=np.float32) - mean) * contrast + mean + brightness
+    return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
+
+
+def _tone_table(gamma: float, rng: np.random.Generator) -> np.ndarray:
+    """A uint8 look-up table for a random tone curve 255·(x/255)^g; 0 and 255 stay where they are.
+
+    The exponent g is log-uniform in [1 / (1 + gamma), 1 + gamma].
+    """
+    exponent = math.exp(rng.uniform(-math.log1p(gamma), math.log1p(gamma)))
+    levels = 255.0 * (np.arange(256, dtype=np.float64) / 255.0) ** exponent
     return np.clip(np.rint(levels), 0, 255).astype(np.uint8)
 
 
@@ -82,6 +92,8 @@ def augment_image(image: np.ndarray, config: AugmentConfig, rng: np.random.Gener
             fillcolor=0,
         )
         out = np.asarray(warped)
+    if config.gamma:  # drawn only when on, so runs without it keep their random streams
+        out = _tone_table(config.gamma, rng)[out]
     if config.brightness or config.contrast:
         out = _exposure_table(config, float(out.mean()), rng)[out]
     # No draw at all when off, so the random streams of runs without boxes are unchanged.

@@ -28,6 +28,14 @@ class AugmentConfig(BaseModel):
     shift: float = Field(default=0.06, ge=0, lt=0.5, description="fraction of height/width")
     brightness: float = Field(default=0.10, ge=0, lt=1)
     contrast: float = Field(default=0.15, ge=0, lt=1)
+    gamma: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="tone curve: levels become 255·(x/255)^g with log g uniform in ±log(1 + gamma), "
+        "before brightness and contrast, since archives and scanners process radiographs with "
+        "different tone curves that a model can learn as a class; 0 (the default) = off",
+    )
     horizontal_flip: bool = False
     mixup: float = Field(
         default=0.0,

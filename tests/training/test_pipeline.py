@@ -60,6 +60,21 @@ def test_exposure_changes_only_levels() -> None:
     assert np.all(np.diff(out.ravel()[order].astype(int)) >= 0)
 
 
+def test_a_tone_curve_keeps_black_white_and_order_and_bends_the_mid_tones() -> None:
+    ramp = np.tile(np.arange(256, dtype=np.uint8), (16, 1))
+    config = NO_AUGMENT.model_copy(update={"gamma": 0.5})
+    exponents = []
+    for seed in range(40):
+        out = augment_image(ramp, config, np.random.default_rng(seed))
+        assert out[0, 0] == 0
+        assert out[0, 255] == 255
+        assert np.all(np.diff(out[0].astype(int)) >= 0)
+        exponents.append(np.log(out[0, 128] / 255.0) / np.log(128 / 255.0))
+    # The log of the exponent is uniform in ±log 1.5: between 1/1.5 and 1.5, both sides of 1 drawn.
+    assert 1 / 1.5 - 0.02 <= min(exponents) < 0.95
+    assert 1.05 < max(exponents) <= 1.5 + 0.02
+
+
 def _white_rectangle(image: np.ndarray) -> tuple[int, int]:
     """(height, width) of the one solid 255 rectangle on a dark image; fails if there is not exactly one."""
     rows, cols = np.nonzero(image == 255)
@@ -109,6 +124,16 @@ def test_white_boxes_draw_from_the_generator_only_when_on(white_box: float, draw
     augment_image(_images(1)[0], AugmentConfig(white_box=white_box), counting)  # type: ignore[arg-type]
     assert ("random" in counting.calls) is draws_for_it  # nothing else in the default draws `random`
     assert counting.calls.count("uniform") >= 5  # rotation, zoom, shift, contrast, brightness
+
+
+def test_the_tone_curve_draws_from_the_generator_only_when_on() -> None:
+    image = _images(1)[0]
+    calls = {}
+    for gamma in (0.0, 0.3):
+        counting = _CountingGenerator(9)
+        augment_image(image, AugmentConfig(gamma=gamma), counting)  # type: ignore[arg-type]
+        calls[gamma] = counting.calls.count("uniform")
+    assert calls[0.3] == calls[0.0] + 1
 
 
 def test_batches_are_a_function_of_seed_epoch_and_step() -> None:
