@@ -45,7 +45,7 @@ from training.config import SplitConfig
 from training.data import read_dataset, split_by_group
 from training.evaluate import predict_records, score
 from xray.contract.decoders import ImageFormat
-from xray.contract.images import DecodedImage
+from xray.contract.images import DecodedImage, equalize_batch
 from xray.contract.manifest import file_sha256, load_manifest
 
 logger = logging.getLogger("bench.int8_ensemble")
@@ -226,6 +226,7 @@ def main() -> None:
             floats[entry.name] = bundled
             int8s[entry.name] = work / f"{entry.name}.int8.onnx"
             images = np.asarray(load_images(calibration_records, entry.input.height, work / "cache"))
+            images = equalize_batch(images, entry.input.equalization)  # as the service feeds the graph
             started = time.perf_counter()
             quantize_int8(bundled, int8s[entry.name], images)
             logger.info("quantized %s in %.0f s", entry.name, time.perf_counter() - started)

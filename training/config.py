@@ -86,6 +86,11 @@ class TrainConfig(BaseModel):
 
     arch: str = Field(description="one of `training.architectures.ARCHITECTURES`")
     image_size: int | None = Field(default=None, description="square input side; default per architecture")
+    equalization: Literal["none", "histogram"] = Field(
+        default="none",
+        description="`histogram`: equalise each image's histogram after the resize, before augmentation; "
+        "the manifest's `input.equalization` makes the service do the same",
+    )
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=16, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)

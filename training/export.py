@@ -32,6 +32,7 @@ from training.architectures import build_model
 from training.architectures.common import INPUT_NAME, LOGITS
 from training.config import CLASSES, TrainConfig
 from training.fused_batchnorm import FusedBatchNormalization
+from xray.contract.images import equalize_batch
 from xray.contract.manifest import ModelEntry, file_sha256
 from xray.contract.model import OnnxModel
 
@@ -117,13 +118,17 @@ def served_model(path: Path, entry: dict[str, Any]) -> OnnxModel:
 def check_parity(model: keras.Model, served: OnnxModel, images: np.ndarray) -> dict[str, float]:
     """Compare Keras with the exported graph, read as the service reads it, on `images` (n, h, w) uint8.
 
+    The service applies the manifest's equalisation itself (`OnnxModel.from_gray`); Keras gets it
+    here, as training's batches do (`equalize_batch`).
+
     Raises:
         ExportParityError: Probabilities differ by more than 1e-4, or the maps by more than 1e-4
             of their largest magnitude.
     """
     outputs = served.run_outputs(served.from_gray(images), with_maps=True)
+    keras_input = equalize_batch(images, served.entry.input.equalization).astype(np.float32)[..., None]
     keras_logits, keras_probabilities, keras_maps = (
-        keras.ops.convert_to_numpy(t) for t in model(images.astype(np.float32)[..., None], training=False)
+        keras.ops.convert_to_numpy(t) for t in model(keras_input, training=False)
     )
     probability_diff = float(np.abs(served.calibrated(outputs.logits) - keras_probabilities).max())
     scale = float(np.abs(keras_maps).max()) or 1.0
@@ -182,6 +187,7 @@ def export_run(
             "dtype": "float32",
             "value_range": [0, 255],
             "layout": "NHWC",
+            "equalization": config.equalization,
         },
         "outputs": {"logits": "logits", "probabilities": "probabilities", "class_maps": "class_maps"},
         "gradcam": {"layer": export.features_layer, "output": "class_maps"},

@@ -171,6 +171,8 @@ def _recipe_rows(entry: ModelEntry) -> list[tuple[str, Any]]:
     return [
         ("initial weights", config.get("weights")),
         ("input side (px)", config.get("image_size")),
+        # From the served input, not the recipe: that is what the service applies.
+        ("input equalisation", entry.input.equalization),
         ("epochs (configured / run)", f"{config.get('epochs')} / {entry.training.get('last_epoch')}"),
         ("best validation macro-F1", entry.training.get("best_val_macro_f1")),
         ("batch size", config.get("batch_size")),

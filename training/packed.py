@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from training.config import CLASSES, TrainConfig
+from xray.contract.images import equalize_batch
 
 logger = logging.getLogger("training.packed")
 
@@ -167,9 +168,10 @@ def train_packed(
     model = keras.models.load_model(run_dir / "best.keras", compile=False)
     compact = compact_weights(model, levels)
     np.savez_compressed(out_dir / f"{config.arch}.weights.npz", **compact)
-    before = predict_logits(model, data["val_images"], 64)
+    val_images = equalize_batch(data["val_images"], config.equalization)  # as `fit_network` scored them
+    before = predict_logits(model, val_images, 64)
     assign_weights(model, expand_weights(compact))  # the same model: no second compilation
-    after = predict_logits(model, data["val_images"], 64)
+    after = predict_logits(model, val_images, 64)
 
     def softmax(logits: np.ndarray) -> np.ndarray:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -22,6 +22,7 @@ import numpy as np
 from service.core.cpu import available_cpus
 from training.augment import augment_batch, mix_batch
 from training.config import AugmentConfig
+from xray.contract.images import equalize_batch
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -45,6 +46,7 @@ class TrainingBatches:
         num_classes: The number of classes, for mixup's soft labels; default: the largest label + 1.
         targets: (n, classes) each image's class probabilities, served instead of its label
             (distillation); default: none.
+        equalization: Applied to each image before augmentation (`TrainConfig.equalization`).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class TrainingBatches:
         workers: int | None = None,
         num_classes: int | None = None,
         targets: np.ndarray | None = None,
+        equalization: str = "none",
     ) -> None:
         if len(images) != len(labels) or not len(labels):
             raise ValueError("images and labels must be non-empty and of one length")
@@ -71,6 +74,7 @@ class TrainingBatches:
         self.batch_size = min(batch_size, len(labels))
         self.seed = seed
         self.augment = augment
+        self.equalization = equalization
         self.num_classes = num_classes if num_classes is not None else int(self.labels.max()) + 1
         self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
         self.workers = max(1, workers if workers is not None else min(4, available_cpus() - 1))
@@ -96,7 +100,7 @@ class TrainingBatches:
         """Batch `step` of `epoch`."""
         started = time.thread_time()
         picks = self.indices(epoch, step)
-        images = np.asarray(self.images[picks])
+        images = equalize_batch(np.asarray(self.images[picks]), self.equalization)
         if self.augment is not None:
             images = augment_batch(images, self.augment, np.random.default_rng([self.seed, epoch, step, 1]))
         labels = self.labels[picks] if self.targets is None else self.targets[picks]

@@ -33,7 +33,8 @@ def quantize_int8(float_path: Path, int8_path: Path, calibration_images: np.ndar
     Args:
         float_path: The float32 ONNX export.
         int8_path: Where the quantized model goes.
-        calibration_images: (n, h, w) uint8 training images at the model's input size.
+        calibration_images: (n, h, w) uint8 training images at the model's input size, as the
+            graph is fed them (equalised where the manifest's input says so).
 
     Returns:
         How the model was quantized, for the manifest.

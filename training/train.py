@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from training.fused_batchnorm import FusedBatchNormalization, fuse_batch_norms
 from training.pipeline import TrainingBatches
 from training.precision import choose_precision, float32_depthwise
 from training.weight_average import averaged_weights, has_weight_average, recalibration_batches
+from xray.contract.images import equalize_batch
 
 logger = logging.getLogger(__name__)
 
@@ -558,6 +559,9 @@ def fit_network(
     keras.mixed_precision.set_global_policy(precision.policy)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
+    if config.equalization != "none":
+        # Validation sees what the service will feed: the recipe's equalisation, once, up front.
+        data = replace(data, val_images=equalize_batch(np.asarray(data.val_images), config.equalization))
     weights, weights_record = _sample_weights(config, data)
     if config.distill is not None and data.train_targets is None:
         raise ValueError("distill needs each training image's teacher targets (train_targets)")
@@ -572,6 +576,7 @@ def fit_network(
         workers=workers,
         num_classes=len(CLASSES),
         targets=data.train_targets if config.distill is not None else None,
+        equalization=config.equalization,
     )
     steps = batches.steps_per_epoch
     if config.steps_per_epoch:

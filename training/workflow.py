@@ -45,7 +45,7 @@ from training.runtime import worker_initializer
 from xray.contract.decoders import ImageFormat
 from xray.contract.ensembles import ENSEMBLES, calibrated_softmax
 from xray.contract.errors import RequestError
-from xray.contract.images import resize_gray
+from xray.contract.images import equalize_batch, resize_gray
 from xray.contract.input_check import FEATURES_OUTPUT, INPUT_CHECK_FILE, InputCheck, save_statistics
 from xray.contract.manifest import ModelEntry, file_sha256
 from xray.contract.model import OnnxModel
@@ -203,7 +203,9 @@ def _quantize_entry(
     train_images = load_images(split.train, entry["input"]["height"], cache_dir)
     count = min(calibration_count, len(train_images))
     picks = np.sort(np.random.default_rng(seed).choice(len(train_images), count, replace=False))
-    quantization = quantize_int8(float_path, int8_path, np.asarray(train_images[picks]))
+    # The graph is calibrated on what it will be fed: equalised where the manifest says so.
+    calibration = equalize_batch(np.asarray(train_images[picks]), entry["input"]["equalization"])
+    quantization = quantize_int8(float_path, int8_path, calibration)
     # Before calibration: the entry's temperature is still 1.
     float_probabilities = served_model(float_path, entry).probabilities_of(val_images)
     int8_probabilities = served_model(int8_path, entry).probabilities_of(val_images)

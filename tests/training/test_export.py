@@ -13,7 +13,8 @@ import tensorflow as tf
 from tests.training.conftest import TINY_SIZES, synthetic_image
 from training.architectures import build_model
 from training.config import TrainConfig
-from training.export import ExportParityError, build_export_model, export_run
+from training.export import ExportParityError, build_export_model, export_run, served_model
+from xray.contract.images import equalize_batch
 
 ARCHS = list(TINY_SIZES)
 
@@ -89,3 +90,24 @@ def test_a_diverging_export_fails_and_leaves_no_file(tmp_path: Path, monkeypatch
     with pytest.raises(ExportParityError, match="differs from Keras"):
         export_run(run, models, images(32))
     assert not list(models.glob("*.onnx"))
+
+
+def test_a_model_trained_on_equalised_images_is_served_with_them(tmp_path: Path) -> None:
+    """The manifest carries the recipe's equalisation, and the parity check runs through it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    config = TrainConfig(arch="scratch", image_size=32, equalization="histogram")
+    (run / "config.json").write_text(config.model_dump_json())
+    keras.utils.set_random_seed(0)
+    build_model("scratch", 32).model.save(run / "best.keras")
+    batch = images(32)
+    entry = export_run(run, tmp_path / "models", batch)  # raises if Keras and the service disagree
+    model = build_export_model(run).model  # outputs: logits, probabilities, class maps
+    served = served_model(tmp_path / "models" / entry["file"], entry)
+    equalized = equalize_batch(batch, "histogram").astype(np.float32)[..., None]
+    keras_on_equalized = keras.ops.convert_to_numpy(model(equalized, training=False)[0])
+    keras_on_raw = keras.ops.convert_to_numpy(model(batch.astype(np.float32)[..., None], training=False)[0])
+    served_logits = served.logits_of(batch)
+    assert np.abs(served_logits - keras_on_equalized).max() <= 1e-4
+    # Not a no-op here: the raw images give other logits (by 10x the tolerance at least).
+    assert np.abs(served_logits - keras_on_raw).max() > 1e-3

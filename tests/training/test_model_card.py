@@ -16,6 +16,7 @@ from training.model_card import (
     _distillation,
     _input_check_section,
     _read_report,
+    _recipe_rows,
     _stored_size_section,
     _white_box_section,
 )
@@ -112,6 +113,16 @@ def test_the_recipe_names_the_teacher_a_model_distilled_from() -> None:
         "its top class was the label on 0.937 of the training images"
     )
     assert _distillation(None) is None  # the row reads "–" for models trained on labels alone
+
+
+def test_the_recipe_rows_say_how_the_input_is_equalised(tmp_path: Path) -> None:
+    folder = write_models_dir(tmp_path, default_specs())
+    manifest = load_manifest(folder)
+    entry = manifest.models[0]
+    histogram = entry.input.model_copy(update={"equalization": "histogram"})
+    equalized = entry.model_copy(update={"input": histogram})
+    assert dict(_recipe_rows(entry))["input equalisation"] == "none"
+    assert dict(_recipe_rows(equalized))["input equalisation"] == "histogram"
 
 
 def test_the_card_shows_the_white_box_check_when_the_report_has_it() -> None:

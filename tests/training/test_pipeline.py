@@ -19,6 +19,7 @@ from training.augment import (
 )
 from training.config import AugmentConfig
 from training.pipeline import TrainingBatches
+from xray.contract.images import equalize_batch
 
 NO_AUGMENT = AugmentConfig(rotation_degrees=0, zoom=0, shift=0, brightness=0, contrast=0)
 
@@ -148,6 +149,21 @@ def test_batches_are_a_function_of_seed_epoch_and_step() -> None:
     assert not np.array_equal(batches.indices(2, 1), batches.indices(3, 1))
     seen = np.concatenate([batches.indices(0, step) for step in range(3)])
     assert len(set(seen.tolist())) == 18
+
+
+def test_equalisation_comes_before_augmentation() -> None:
+    """Batches see each image equalised as the service will equalise it, then augmented."""
+    images, labels = _images(), np.arange(20) % 3
+    plain = TrainingBatches(images, labels, batch_size=5, seed=3, equalization="histogram")
+    x, _, _ = plain.batch(1, 2)
+    expected = equalize_batch(images[plain.indices(1, 2)], "histogram")
+    np.testing.assert_array_equal(x[..., 0], expected.astype(np.float32))
+    augment = AugmentConfig(brightness=0.2)
+    augmented = TrainingBatches(
+        images, labels, batch_size=5, seed=3, augment=augment, equalization="histogram"
+    )
+    rng = np.random.default_rng([3, 1, 2, 1])
+    np.testing.assert_array_equal(augmented.batch(1, 2)[0][..., 0], augment_batch(expected, augment, rng))
 
 
 def test_a_stream_resumed_at_an_epoch_sees_what_an_uninterrupted_one_saw() -> None:

@@ -32,6 +32,7 @@ from training.train import (
     make_strategy,
     train,
 )
+from xray.contract.images import equalize_batch
 
 
 def test_one_cpu_uses_the_default_strategy() -> None:
@@ -105,6 +106,29 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(
         assert whole_state[key] == split_state[key], key
     rates = [row["learning_rate"] for row in split_state["history"]]
     assert rates == [row["learning_rate"] for row in whole_state["history"]]
+
+
+@pytest.mark.slow
+def test_an_equalising_recipe_scores_validation_on_equalised_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import train as train_module
+
+    scored: list[np.ndarray] = []
+    original = train_module.predict_logits
+
+    def recording(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+        scored.append(np.array(images))
+        return original(model, images, batch_size)
+
+    monkeypatch.setattr(train_module, "predict_logits", recording)
+    config = TrainConfig(
+        arch="scratch", image_size=32, epochs=1, batch_size=6, precision="float32", equalization="histogram"
+    )
+    data = _tiny_data()
+    fit_network(config, data, tmp_path / "run", workers=1)
+    assert scored
+    np.testing.assert_array_equal(scored[0], equalize_batch(np.asarray(data.val_images), "histogram"))
 
 
 @pytest.mark.slow

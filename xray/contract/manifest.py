@@ -38,8 +38,9 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """What the model's input tensor expects.
 
-    The service feeds `dtype` values in `value_range` (the grayscale image's 0..255 intensities);
-    any further normalisation is inside the exported graph.
+    The service resizes the grayscale image to (`height`, `width`), applies `equalization`, and
+    feeds `dtype` values in `value_range` (the image's 0..255 intensities); any further
+    normalisation is inside the exported graph.
     """
 
     name: str = Field(default="image", description="The graph's input name.")
@@ -51,6 +52,11 @@ class InputSpec(_Strict):
         default=(0.0, 255.0), description="The intensities fed; normalisation is inside the graph."
     )
     layout: Literal["NHWC", "NCHW"] = Field(default="NHWC", description="The input tensor's layout.")
+    equalization: Literal["none", "histogram"] = Field(
+        default="none",
+        description="Applied to the gray image after the resize, before the value range: `histogram` "
+        "equalises each image's histogram (`xray.contract.images.EQUALIZATIONS`), as in training.",
+    )
 
     @model_validator(mode="after")
     def _range_ordered(self) -> InputSpec:

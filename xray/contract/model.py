@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from xray.contract.ensembles import Probabilities, calibrated_softmax
 from xray.contract.errors import ModelLoadError
-from xray.contract.images import GrayImage, resize_gray
+from xray.contract.images import GrayImage, equalize_batch, resize_gray
 from xray.contract.manifest import ModelEntry
 from xray.contract.providers import CPU
 
@@ -182,8 +182,15 @@ class OnnxModel:
         return self.from_gray(np.stack([resize_gray(image, spec.height, spec.width) for image in images]))
 
     def from_gray(self, batch: npt.NDArray[np.floating] | npt.NDArray[np.integer]) -> npt.NDArray[np.float32]:
-        """Gray images already at the input size, (n, height, width) in [0, 255], as the input tensor."""
+        """Gray images already at the input size, (n, height, width) in [0, 255], as the input tensor.
+
+        The manifest's `equalization` is applied here, so every path into the graph (predictions,
+        Grad-CAM, SHAP's masked images, the exporter's parity check) sees the pixels training saw.
+        """
         spec = self.entry.input
+        if spec.equalization != "none":
+            gray = np.clip(np.rint(np.asarray(batch, dtype=np.float32)), 0, 255).astype(np.uint8)
+            batch = equalize_batch(gray, spec.equalization)
         batch = np.asarray(batch, dtype=np.float32)
         low, high = spec.value_range
         if (low, high) != (0.0, 255.0):

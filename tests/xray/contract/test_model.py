@@ -13,6 +13,7 @@ from service.core.config import Settings
 from service.inference.predictor import load_predictor
 from tests.factories import ModelSpec, gradient, png_bytes, sha256
 from xray.contract.errors import ModelLoadError, ProviderUnavailableError
+from xray.contract.images import equalize_histogram
 from xray.contract.preprocessing import preprocess
 from xray.contract.providers import CPU, resolve_providers
 
@@ -109,3 +110,25 @@ def test_prepare_feeds_the_preprocessed_pixels_in_the_declared_layout(
     for channel in range(channels):
         plane = batch[0, ..., channel] if layout == "NHWC" else batch[0, channel]
         np.testing.assert_array_equal(plane, expected)
+
+
+def test_a_declared_equalisation_is_applied_after_the_resize(make_models: Callable[..., Path]) -> None:
+    folder = make_models(
+        [ModelSpec("scratch", probabilities=[0.2, 0.3, 0.5], height=24, width=20)], order=["scratch"]
+    )
+    manifest = folder / "manifest.json"
+    document = json.loads(manifest.read_text())
+    document["models"][0]["input"]["equalization"] = "histogram"
+    manifest.write_text(json.dumps(document))
+    model = load_predictor(Settings(models_dir=folder)).models["scratch"]
+    dark = np.round(gradient(90, 70).astype(np.float64) ** 2 / 255.0).astype(np.uint8)  # mostly low levels
+    data = png_bytes(dark)
+    from xray.contract.preprocessing import decode_image
+
+    batch = model.prepare([decode_image(data).pixels])
+    resized = preprocess(data, 24, 20)
+    expected = equalize_histogram(resized)
+    assert not np.array_equal(expected, resized)
+    np.testing.assert_array_equal(batch[0, ..., 0], expected.astype(np.float32))
+    # Float images (SHAP's masked ones) are rounded to levels first.
+    np.testing.assert_array_equal(model.from_gray(resized[None] + np.float32(0.2)), batch)
