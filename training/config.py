@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from training.architectures import ARCHITECTURES
 from training.precision import Precision
+from xray.contract.images import Equalization
 
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "tuberculosis")
 
@@ -86,7 +87,7 @@ class TrainConfig(BaseModel):
 
     arch: str = Field(description="one of `training.architectures.ARCHITECTURES`")
     image_size: int | None = Field(default=None, description="square input side; default per architecture")
-    equalization: Literal["none", "histogram"] = Field(
+    equalization: Equalization = Field(
         default="none",
         description="`histogram`: equalise each image's histogram after the resize, before augmentation; "
         "the manifest's `input.equalization` makes the service do the same",

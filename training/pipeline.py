@@ -22,7 +22,7 @@ import numpy as np
 from service.core.cpu import available_cpus
 from training.augment import augment_batch, mix_batch
 from training.config import AugmentConfig
-from xray.contract.images import equalize_batch
+from xray.contract.images import Equalization, equalize_batch
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -61,7 +61,7 @@ class TrainingBatches:
         workers: int | None = None,
         num_classes: int | None = None,
         targets: np.ndarray | None = None,
-        equalization: str = "none",
+        equalization: Equalization = "none",
     ) -> None:
         if len(images) != len(labels) or not len(labels):
             raise ValueError("images and labels must be non-empty and of one length")

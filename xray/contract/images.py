@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -78,14 +78,17 @@ def equalize_histogram(pixels: GrayImage) -> GrayImage:
     return equalized
 
 
-#: The intensity transforms a model's input may declare (`InputSpec.equalization`), by name.
-EQUALIZATIONS: dict[str, Callable[[GrayImage], GrayImage]] = {
+#: The names of the intensity transforms a model's input may declare (`InputSpec.equalization`).
+Equalization = Literal["none", "histogram"]
+
+#: Each `Equalization`'s transform.
+EQUALIZATIONS: dict[Equalization, Callable[[GrayImage], GrayImage]] = {
     "none": lambda pixels: pixels,
     "histogram": equalize_histogram,
 }
 
 
-def equalize_batch(images: npt.NDArray[np.uint8], equalization: str) -> npt.NDArray[np.uint8]:
+def equalize_batch(images: npt.NDArray[np.uint8], equalization: Equalization) -> npt.NDArray[np.uint8]:
     """Apply the named equalisation (`EQUALIZATIONS`) to each image of an (n, h, w) uint8 batch."""
     if equalization == "none":
         return images

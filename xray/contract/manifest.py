@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from xray.contract.errors import ChecksumMismatchError, ManifestError, ModelFileError
+from xray.contract.images import Equalization
 
 MANIFEST_NAME = "manifest.json"
 _HASH_CHUNK = 1 << 20
@@ -52,7 +53,7 @@ class InputSpec(_Strict):
         default=(0.0, 255.0), description="The intensities fed; normalisation is inside the graph."
     )
     layout: Literal["NHWC", "NCHW"] = Field(default="NHWC", description="The input tensor's layout.")
-    equalization: Literal["none", "histogram"] = Field(
+    equalization: Equalization = Field(
         default="none",
         description="Applied to the gray image after the resize, before the value range: `histogram` "
         "equalises each image's histogram (`xray.contract.images.EQUALIZATIONS`), as in training.",
