@@ -559,9 +559,8 @@ def fit_network(
     keras.mixed_precision.set_global_policy(precision.policy)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
-    if config.equalization != "none":
-        # Validation sees what the service will feed: the recipe's equalisation, once, up front.
-        data = replace(data, val_images=equalize_batch(np.asarray(data.val_images), config.equalization))
+    # Validation sees what the service will feed: the recipe's equalisation (if any), once, up front.
+    data = replace(data, val_images=equalize_batch(np.asarray(data.val_images), config.equalization))
     weights, weights_record = _sample_weights(config, data)
     if config.distill is not None and data.train_targets is None:
         raise ValueError("distill needs each training image's teacher targets (train_targets)")
